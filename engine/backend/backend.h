@@ -1,0 +1,59 @@
+// The Backend interface: run one step of the model over a batch of sequences.
+// The scheduler decides who runs; the backend only computes (DESIGN.md 2).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/model_config.h"
+
+namespace lagserve::backend {
+
+// One sequence's share of a step: a prefill chunk or one decode token.
+struct SequenceStep {
+  std::span<const int32_t> tokens;       // new tokens, [n_new]
+  int32_t first_position = 0;            // position id of tokens[0]
+  int32_t cache_len = 0;                 // entries already cached (before this step)
+  std::span<const int32_t> block_table;  // covers cache_len + n_new entries
+  bool all_logits = false;               // logits of every new token, not just the last
+};
+
+struct StepBatch {
+  std::vector<SequenceStep> seqs;
+};
+
+struct StepOutput {
+  // Rows of logits, [n_rows, vocab]: per sequence in batch order, one row (the
+  // last token) or n_new rows when all_logits was asked.
+  std::vector<float> logits;
+  std::vector<int32_t> row_begin;  // first row of each sequence, [n_seqs + 1]
+  int32_t vocab_size = 0;
+
+  std::span<const float> row(int32_t r) const {
+    return {logits.data() + static_cast<size_t>(r) * vocab_size, static_cast<size_t>(vocab_size)};
+  }
+  // The last logits row of sequence s.
+  std::span<const float> last_row(int32_t s) const { return row(row_begin[s + 1] - 1); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const model::ModelConfig& config() const = 0;
+  virtual int32_t block_size() const = 0;
+  // Blocks in the cache storage, the null block 0 included.
+  virtual int32_t n_blocks() const = 0;
+  // Appends the new tokens' K/V into the cache and returns logits.
+  // Precondition: every block table covers cache_len + n_new entries.
+  virtual absl::StatusOr<StepOutput> step(const StepBatch& batch) = 0;
+};
+
+// Bytes of K and V cache that one token takes across all layers (fp32).
+inline int64_t kv_bytes_per_token(const model::ModelConfig& c) {
+  return 2LL * c.n_layers * c.kv_dim() * static_cast<int64_t>(sizeof(float));
+}
+
+}  // namespace lagserve::backend

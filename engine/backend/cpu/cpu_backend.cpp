@@ -1,0 +1,185 @@
+// CpuBackend: the decoder stack of llama/qwen2 over all tokens of a step at once.
+#include "engine/backend/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "engine/common/check.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/paged_attention.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/swiglu.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace lagserve::backend {
+namespace {
+
+namespace k = lagserve::kernels;
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const model::Model& model, const CpuBackendOptions& opt, int32_t n_blocks)
+      : model_(model), cfg_(model.config), opt_(opt), n_blocks_(n_blocks), pool_(opt.n_threads) {
+    const int64_t per_layer = static_cast<int64_t>(n_blocks) * cfg_.kv_dim() * opt.block_size;
+    // NOTE: new[] without () leaves pages untouched until used, so a large
+    // cache costs nothing until it fills.
+    k_cache_.reset(new float[per_layer * cfg_.n_layers]);
+    v_cache_.reset(new float[per_layer * cfg_.n_layers]);
+    if (opt.poison_kv) {
+      std::fill_n(k_cache_.get(), per_layer * cfg_.n_layers, std::numeric_limits<float>::quiet_NaN());
+      std::fill_n(v_cache_.get(), per_layer * cfg_.n_layers, std::numeric_limits<float>::quiet_NaN());
+    }
+    per_layer_floats_ = per_layer;
+    k::matmul_set_threads(opt.n_threads);
+  }
+
+  const model::ModelConfig& config() const override { return cfg_; }
+  int32_t block_size() const override { return opt_.block_size; }
+  int32_t n_blocks() const override { return n_blocks_; }
+
+  absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
+
+ private:
+  k::PagedKv layer_kv(int layer) {
+    return {k_cache_.get() + layer * per_layer_floats_, v_cache_.get() + layer * per_layer_floats_,
+            cfg_.n_kv_heads, opt_.block_size, cfg_.head_dim};
+  }
+
+  const model::Model& model_;
+  const model::ModelConfig& cfg_;
+  CpuBackendOptions opt_;
+  int32_t n_blocks_;
+  k::ThreadPool pool_;
+  std::unique_ptr<float[]> k_cache_, v_cache_;  // [n_layers][n_blocks, n_kv_heads, block, head_dim]
+  int64_t per_layer_floats_ = 0;
+  // Scratch, grown to the largest step seen.
+  std::vector<float> x_, h_, qkv_, attn_, gate_up_, act_, out_rows_;
+  std::vector<int32_t> positions_;
+};
+
+absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
+  const auto& w = model_.weights;
+  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+
+  // Flatten the batch: token rows of all sequences, in order.
+  int64_t T = 0;
+  for (const SequenceStep& s : batch.seqs) {
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    LAGSERVE_CHECK(n > 0, "a sequence step with no tokens");
+    LAGSERVE_CHECK(static_cast<int64_t>(s.block_table.size()) * opt_.block_size >= s.cache_len + n,
+                   "block table of {} blocks cannot hold {} entries", s.block_table.size(),
+                   s.cache_len + n);
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= cfg_.vocab_size) {
+        return absl::InvalidArgumentError(
+            fmt::format("token id {} is outside the vocabulary [0, {})", t, cfg_.vocab_size));
+      }
+    }
+    T += n;
+  }
+  x_.resize(T * d);
+  h_.resize(T * d);
+  qkv_.resize(T * qkv_dim);
+  attn_.resize(T * q_dim);
+  gate_up_.resize(T * 2 * ff);
+  act_.resize(T * ff);
+  positions_.resize(T);
+  {
+    int64_t r = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      for (size_t i = 0; i < s.tokens.size(); ++i, ++r) {
+        std::memcpy(&x_[r * d], &w.tok_embd[static_cast<int64_t>(s.tokens[i]) * d],
+                    d * sizeof(float));
+        positions_[r] = s.first_position + static_cast<int32_t>(i);
+      }
+    }
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const model::LayerWeights& L = w.layers[l];
+    // Attention block. qkv: [T, q_dim | kv_dim | kv_dim]
+    k::rmsnorm(x_.data(), L.attn_norm.data(), h_.data(), T, d, cfg_.rms_eps);
+    k::matmul_nt(h_.data(), L.wqkv.data(), qkv_.data(), T, qkv_dim, d);
+    if (!L.bqkv.empty()) {
+      for (int64_t r = 0; r < T; ++r) {
+        for (int64_t j = 0; j < qkv_dim; ++j) qkv_[r * qkv_dim + j] += L.bqkv[j];
+      }
+    }
+    k::rope_neox(qkv_.data(), T, qkv_dim, cfg_.n_heads, cfg_.head_dim, positions_.data(),
+                 cfg_.rope_inv_freq.data());
+    k::rope_neox(qkv_.data() + q_dim, T, qkv_dim, cfg_.n_kv_heads, cfg_.head_dim,
+                 positions_.data(), cfg_.rope_inv_freq.data());
+    const k::PagedKv kv = layer_kv(l);
+    int64_t r = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      const int32_t n = static_cast<int32_t>(s.tokens.size());
+      const float* row = qkv_.data() + r * qkv_dim;
+      k::paged_kv_write(kv, s.block_table.data(), s.cache_len, n, row + q_dim,
+                        row + q_dim + kv_dim, qkv_dim);
+      k::paged_attention(kv, s.block_table.data(), s.cache_len + 1, row, qkv_dim,
+                         attn_.data() + r * q_dim, n, cfg_.n_heads, scale, &pool_);
+      r += n;
+    }
+    k::matmul_nt(attn_.data(), L.wo.data(), x_.data(), T, d, q_dim, /*accumulate=*/true);
+    // MLP block.
+    k::rmsnorm(x_.data(), L.ffn_norm.data(), h_.data(), T, d, cfg_.rms_eps);
+    k::matmul_nt(h_.data(), L.w_gate_up.data(), gate_up_.data(), T, 2 * ff, d);
+    k::swiglu(gate_up_.data(), act_.data(), T, ff);
+    k::matmul_nt(act_.data(), L.w_down.data(), x_.data(), T, d, ff, /*accumulate=*/true);
+  }
+
+  // Final norm and head over the rows whose logits were asked for.
+  StepOutput out;
+  out.vocab_size = cfg_.vocab_size;
+  out.row_begin.push_back(0);
+  int64_t n_rows = 0;
+  {
+    int64_t r = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      const int64_t n = static_cast<int64_t>(s.tokens.size());
+      const int64_t first = s.all_logits ? r : r + n - 1;
+      for (int64_t i = first; i < r + n; ++i, ++n_rows) {
+        std::memcpy(&h_[n_rows * d], &x_[i * d], d * sizeof(float));  // n_rows <= i: safe
+      }
+      out.row_begin.push_back(static_cast<int32_t>(n_rows));
+      r += n;
+    }
+  }
+  k::rmsnorm(h_.data(), w.out_norm.data(), h_.data(), n_rows, d, cfg_.rms_eps);
+  out.logits.resize(n_rows * cfg_.vocab_size);
+  k::matmul_nt(h_.data(), w.output_head().data(), out.logits.data(), n_rows, cfg_.vocab_size, d);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> make_cpu_backend(const model::Model& model,
+                                                          const CpuBackendOptions& options) {
+  if (options.n_threads < 1) {
+    return absl::InvalidArgumentError(fmt::format("threads must be >= 1, got {}", options.n_threads));
+  }
+  if (options.block_size < 1) {
+    return absl::InvalidArgumentError(fmt::format("block size must be >= 1, got {}", options.block_size));
+  }
+  const int64_t bytes_per_block = kv_bytes_per_token(model.config) * options.block_size;
+  const int64_t n_blocks = options.kv_cache_bytes / bytes_per_block;
+  if (n_blocks < 2) {
+    return absl::InvalidArgumentError(fmt::format(
+        "a KV cache of {} bytes holds {} blocks of {} bytes; at least 2 are needed",
+        options.kv_cache_bytes, n_blocks, bytes_per_block));
+  }
+  if (n_blocks > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("KV cache too large");
+  }
+  return std::unique_ptr<Backend>(
+      new CpuBackend(model, options, static_cast<int32_t>(n_blocks)));
+}
+
+}  // namespace lagserve::backend

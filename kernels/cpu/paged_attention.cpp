@@ -1,0 +1,124 @@
+// paged_attention: per (query, head), scores block by block, softmax, then the
+// weighted sum of V. Work is split over (query, head) pairs.
+#include "kernels/cpu/paged_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace lagserve::kernels {
+
+void paged_kv_write(const PagedKv& kv, const int32_t* block_table, int32_t first_index,
+                    int32_t n_new, const float* k_src, const float* v_src,
+                    int64_t src_row_stride) {
+  const size_t bytes = static_cast<size_t>(kv.head_dim) * sizeof(float);
+  for (int32_t i = 0; i < n_new; ++i) {
+    const int32_t index = first_index + i;
+    const int32_t block = block_table[index / kv.block_size];
+    const int32_t slot = index % kv.block_size;
+    for (int32_t h = 0; h < kv.n_kv_heads; ++h) {
+      const int64_t off = kv.slot_offset(block, h, slot);
+      const int64_t src = i * src_row_stride + static_cast<int64_t>(h) * kv.head_dim;
+      std::memcpy(kv.k_pool + off, k_src + src, bytes);
+      std::memcpy(kv.v_pool + off, v_src + src, bytes);
+    }
+  }
+}
+
+namespace {
+
+// One (query, head): scores into `scores` (ctx floats), result into o.
+void attend_one(const PagedKv& kv, const int32_t* block_table, int32_t ctx, const float* q,
+                int32_t kv_head, float scale, float* scores, float* o) {
+  const int32_t D = kv.head_dim, B = kv.block_size;
+  float max_s = -INFINITY;
+  for (int32_t start = 0; start < ctx; start += B) {
+    const int32_t n = std::min(B, ctx - start);
+    const float* k = kv.k_pool + kv.slot_offset(block_table[start / B], kv_head, 0);
+    for (int32_t s = 0; s < n; ++s) {
+      float dot = 0;
+      for (int32_t d = 0; d < D; ++d) dot += q[d] * k[s * D + d];
+      scores[start + s] = dot * scale;
+      max_s = std::max(max_s, scores[start + s]);
+    }
+  }
+  float sum = 0;
+  for (int32_t j = 0; j < ctx; ++j) {
+    scores[j] = std::exp(scores[j] - max_s);
+    sum += scores[j];
+  }
+  std::fill(o, o + D, 0.f);
+  for (int32_t start = 0; start < ctx; start += B) {
+    const int32_t n = std::min(B, ctx - start);
+    const float* v = kv.v_pool + kv.slot_offset(block_table[start / B], kv_head, 0);
+    for (int32_t s = 0; s < n; ++s) {
+      const float p = scores[start + s];
+      for (int32_t d = 0; d < D; ++d) o[d] += p * v[s * D + d];
+    }
+  }
+  const float inv = 1.0f / sum;
+  for (int32_t d = 0; d < D; ++d) o[d] *= inv;
+}
+
+}  // namespace
+
+void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
+                     const float* q, int64_t q_row_stride, float* out, int32_t n_q,
+                     int32_t n_heads, float scale, ThreadPool* pool) {
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const int32_t D = kv.head_dim;
+  auto run = [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(ctx_first + n_q));
+    for (int64_t job = begin; job < end; ++job) {
+      const int32_t i = static_cast<int32_t>(job / n_heads);
+      const int32_t h = static_cast<int32_t>(job % n_heads);
+      attend_one(kv, block_table, ctx_first + i, q + i * q_row_stride + h * D, h / group, scale,
+                 scores.data(), out + (static_cast<int64_t>(i) * n_heads + h) * D);
+    }
+  };
+  const int64_t n_jobs = static_cast<int64_t>(n_q) * n_heads;
+  if (pool) {
+    pool->parallel_for(n_jobs, run);
+  } else {
+    run(0, n_jobs);
+  }
+}
+
+void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
+                               const float* q, int64_t q_row_stride, float* out, int32_t n_q,
+                               int32_t n_heads, float scale) {
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const int32_t D = kv.head_dim;
+  for (int32_t i = 0; i < n_q; ++i) {
+    const int32_t ctx = ctx_first + i;
+    for (int32_t h = 0; h < n_heads; ++h) {
+      const float* qh = q + i * q_row_stride + h * D;
+      std::vector<double> s(ctx);
+      double mx = -INFINITY;
+      for (int32_t j = 0; j < ctx; ++j) {  // token by token through the block table
+        const float* k = kv.k_pool + kv.slot_offset(block_table[j / kv.block_size], h / group,
+                                                    j % kv.block_size);
+        double dot = 0;
+        for (int32_t d = 0; d < D; ++d) dot += static_cast<double>(qh[d]) * k[d];
+        s[j] = dot * scale;
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (int32_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (int32_t j = 0; j < ctx; ++j) {
+          const float* v = kv.v_pool + kv.slot_offset(block_table[j / kv.block_size], h / group,
+                                                      j % kv.block_size);
+          acc += s[j] * v[d];
+        }
+        out[(static_cast<int64_t>(i) * n_heads + h) * D + d] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+}
+
+}  // namespace lagserve::kernels

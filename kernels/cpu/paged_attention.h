@@ -1,0 +1,44 @@
+// Attention of new query tokens over a paged KV cache, plus writing new K/V
+// into it. The cache of one layer is a pool of blocks:
+//   k_pool, v_pool: [n_blocks, n_kv_heads, block_size, head_dim]
+// and a sequence's block table lists the blocks that hold its cache indices
+// 0, 1, 2, ... in order (index i lives in block_table[i / block_size]).
+#pragma once
+
+#include <cstdint>
+
+namespace lagserve::kernels {
+
+class ThreadPool;
+
+struct PagedKv {
+  float* k_pool = nullptr;
+  float* v_pool = nullptr;
+  int32_t n_kv_heads = 0;
+  int32_t block_size = 0;
+  int32_t head_dim = 0;
+
+  int64_t slot_offset(int32_t block, int32_t kv_head, int32_t slot) const {
+    return ((static_cast<int64_t>(block) * n_kv_heads + kv_head) * block_size + slot) * head_dim;
+  }
+};
+
+// Writes n_new tokens' K and V (rows of k_src/v_src, [n_new, n_kv_heads,
+// head_dim] with row strides) at cache indices first_index .. first_index+n_new-1.
+void paged_kv_write(const PagedKv& kv, const int32_t* block_table, int32_t first_index,
+                    int32_t n_new, const float* k_src, const float* v_src, int64_t src_row_stride);
+
+// For each new token i (0 <= i < n_q), attends over cache indices
+// [0, ctx_first + i) — the cache before it plus itself, causal — for every
+// query head (GQA: query head h reads kv head h / (n_heads / n_kv_heads)).
+// q: row i at q + i * q_row_stride, [n_heads, head_dim]; out: [n_q, n_heads, head_dim].
+void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
+                     const float* q, int64_t q_row_stride, float* out, int32_t n_q,
+                     int32_t n_heads, float scale, ThreadPool* pool);
+
+// Plain reference: walks the block table one token at a time, in double.
+void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
+                               const float* q, int64_t q_row_stride, float* out, int32_t n_q,
+                               int32_t n_heads, float scale);
+
+}  // namespace lagserve::kernels
