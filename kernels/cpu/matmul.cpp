@@ -22,6 +22,22 @@ void matmul_nt(const float* x, const float* w, float* y, int64_t m, int64_t n, i
               static_cast<blasint>(n));
 }
 
+void matmul_nt_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                       int64_t ldy, int64_t m, int64_t n, int64_t k, float alpha) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, x,
+              static_cast<blasint>(ldx), w, static_cast<blasint>(ldw), 0.0f, y,
+              static_cast<blasint>(ldy));
+}
+
+void matmul_nn_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                       int64_t ldy, int64_t m, int64_t n, int64_t k) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x,
+              static_cast<blasint>(ldx), w, static_cast<blasint>(ldw), 0.0f, y,
+              static_cast<blasint>(ldy));
+}
+
 void matmul_nt_reference(const float* x, const float* w, float* y, int64_t m, int64_t n,
                          int64_t k, bool accumulate) {
   for (int64_t i = 0; i < m; ++i) {

@@ -10,6 +10,14 @@ namespace lagserve::kernels {
 void matmul_nt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
                bool accumulate = false);
 
+// General strided forms (leading dimensions in floats):
+// y[m, n] = alpha * x[m, k] w[n, k]^T
+void matmul_nt_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                       int64_t ldy, int64_t m, int64_t n, int64_t k, float alpha = 1.0f);
+// y[m, n] = x[m, k] w[k, n]
+void matmul_nn_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                       int64_t ldy, int64_t m, int64_t n, int64_t k);
+
 // Plain triple loop, for tests.
 void matmul_nt_reference(const float* x, const float* w, float* y, int64_t m, int64_t n,
                          int64_t k, bool accumulate = false);

@@ -1,5 +1,7 @@
-// paged_attention: per (query, head), scores block by block, softmax, then the
-// weighted sum of V. Work is split over (query, head) pairs.
+// paged_attention: two paths with one result. Few queries (decode): per
+// (query, head), scores block by block, softmax, weighted sum of V, split over
+// (query, head) pairs. Many queries (prefill): per KV head, gather K and V into
+// contiguous rows and use two GEMMs per query head and tile.
 #include "kernels/cpu/paged_attention.h"
 
 #include <algorithm>
@@ -7,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace lagserve::kernels {
@@ -40,6 +43,7 @@ void attend_one(const PagedKv& kv, const int32_t* block_table, int32_t ctx, cons
     const float* k = kv.k_pool + kv.slot_offset(block_table[start / B], kv_head, 0);
     for (int32_t s = 0; s < n; ++s) {
       float dot = 0;
+#pragma omp simd reduction(+ : dot)
       for (int32_t d = 0; d < D; ++d) dot += q[d] * k[s * D + d];
       scores[start + s] = dot * scale;
       max_s = std::max(max_s, scores[start + s]);
@@ -63,11 +67,76 @@ void attend_one(const PagedKv& kv, const int32_t* block_table, int32_t ctx, cons
   for (int32_t d = 0; d < D; ++d) o[d] *= inv;
 }
 
+// Queries per GEMM tile in the prefill path; bounds the score matrix.
+constexpr int32_t kQueryTile = 256;
+// From this many queries on, the GEMM path is faster.
+constexpr int32_t kGemmMinQueries = 8;
+
+// Softmax of row i over its first valid(i) entries; the rest become 0.
+void causal_softmax_rows(float* s, int64_t ld, int32_t n_rows, int32_t first_valid,
+                         ThreadPool* pool) {
+  auto rows = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float* r = s + i * ld;
+      const int64_t valid = first_valid + i;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, r[j]);
+      float sum = 0;
+      for (int64_t j = 0; j < valid; ++j) sum += (r[j] = std::exp(r[j] - mx));
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < valid; ++j) r[j] *= inv;
+      std::fill(r + valid, r + ld, 0.f);
+    }
+  };
+  if (pool) {
+    pool->parallel_for(n_rows, rows);
+  } else {
+    rows(0, n_rows);
+  }
+}
+
+void paged_attention_gemm(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
+                          const float* q, int64_t q_row_stride, float* out, int32_t n_q,
+                          int32_t n_heads, float scale, ThreadPool* pool) {
+  const int32_t D = kv.head_dim, B = kv.block_size;
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const int32_t ctx_all = ctx_first + n_q - 1;  // entries the last query sees
+  std::vector<float> k(static_cast<size_t>(ctx_all) * D), v(k.size());
+  std::vector<float> scores(static_cast<size_t>(std::min(n_q, kQueryTile)) * ctx_all);
+  for (int32_t kvh = 0; kvh < kv.n_kv_heads; ++kvh) {
+    for (int32_t start = 0; start < ctx_all; start += B) {  // gather [ctx_all, D]
+      const int32_t n = std::min(B, ctx_all - start);
+      const int64_t off = kv.slot_offset(block_table[start / B], kvh, 0);
+      std::memcpy(&k[static_cast<size_t>(start) * D], kv.k_pool + off, sizeof(float) * n * D);
+      std::memcpy(&v[static_cast<size_t>(start) * D], kv.v_pool + off, sizeof(float) * n * D);
+    }
+    for (int32_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+      for (int32_t t0 = 0; t0 < n_q; t0 += kQueryTile) {
+        const int32_t nt = std::min(kQueryTile, n_q - t0);
+        const int32_t ctx = ctx_first + t0 + nt - 1;  // columns this tile needs
+        // scores[i, j] = q_i . k_j, [nt, ctx] with row stride ctx.
+        matmul_nt_strided(q + t0 * q_row_stride + h * D, q_row_stride, k.data(), D,
+                          scores.data(), ctx, nt, ctx, D, scale);
+        causal_softmax_rows(scores.data(), ctx, nt, ctx_first + t0, pool);
+        // out_i = sum_j p_ij v_j
+        matmul_nn_strided(scores.data(), ctx, v.data(), D,
+                          out + (static_cast<int64_t>(t0) * n_heads + h) * D,
+                          static_cast<int64_t>(n_heads) * D, nt, D, ctx);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                      const float* q, int64_t q_row_stride, float* out, int32_t n_q,
                      int32_t n_heads, float scale, ThreadPool* pool) {
+  if (n_q >= kGemmMinQueries) {
+    paged_attention_gemm(kv, block_table, ctx_first, q, q_row_stride, out, n_q, n_heads, scale,
+                         pool);
+    return;
+  }
   const int32_t group = n_heads / kv.n_kv_heads;
   const int32_t D = kv.head_dim;
   auto run = [&](int64_t begin, int64_t end) {

@@ -55,7 +55,7 @@ def long_prompt():
     return "".join(parts)
 
 
-def write_case(name, model, ids, vocab, rng, subset_ids):
+def write_case(name, model, ids, vocab, rng, subset_ids, tok=None):
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].float().numpy()  # [T, V]
         greedy = model.generate(torch.tensor([ids]), max_new_tokens=N_GREEDY, do_sample=False,
@@ -70,6 +70,9 @@ def write_case(name, model, ids, vocab, rng, subset_ids):
     meta = {
         "name": name, "vocab": int(vocab), "ids": [int(i) for i in ids],
         "greedy": [int(i) for i in greedy],
+        # The continuation as text, up to the first end-of-turn token.
+        "greedy_text": tok.decode(greedy[:greedy.index(tok.eos_token_id)] if tok.eos_token_id in greedy
+                                  else greedy, skip_special_tokens=True) if tok else None,
         "argmax": [int(i) for i in logits.argmax(axis=1)],
         "top2_gap": [float(g) for g in np.sort(logits, axis=1)[:, -1] - np.sort(logits, axis=1)[:, -2]],
         "subset_ids": [int(i) for i in subset_ids],
@@ -92,7 +95,7 @@ def default_model(path, rng):
     subset_ids = np.sort(rng.choice(vocab, SUBSET, replace=False))
     for name, text in PROMPTS + [("long", long_prompt())]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        write_case("smollm2_" + name, model, ids, vocab, rng, subset_ids)
+        write_case("smollm2_" + name, model, ids, vocab, rng, subset_ids, tok)
 
 
 def tiny_tokenizer(vocab_size):

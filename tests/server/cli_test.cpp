@@ -1,0 +1,120 @@
+// The lagserve binary as a user runs it: bad model files give one error line
+// and exit status 1 (never a crash); generate streams the same greedy text as
+// transformers on the default model; tokenize prints Hugging Face's ids.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/model/model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kSource(LAGSERVE_SOURCE_DIR);
+const fs::path kBinary = fs::path(LAGSERVE_BINARY_DIR) / "server/lagserve";
+
+struct Run {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs the binary with a shell-quoted argument string.
+Run run(const std::string& args) {
+  const fs::path tmp = fs::temp_directory_path() / ("lagserve_cli_" + std::to_string(::getpid()));
+  const std::string cmd = kBinary.string() + " " + args + " >" + tmp.string() + ".out 2>" +
+                          tmp.string() + ".err";
+  const int status = std::system(cmd.c_str());
+  Run r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(tmp.string() + ".out");
+  r.err = slurp(tmp.string() + ".err");
+  fs::remove(tmp.string() + ".out");
+  fs::remove(tmp.string() + ".err");
+  return r;
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+void expect_one_error_line(const Run& r, const std::string& needle) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("lagserve: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("lagserve_cli_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path write(const std::string& name, const std::string& bytes) {
+    std::ofstream(dir_ / name, std::ios::binary) << bytes;
+    return dir_ / name;
+  }
+  fs::path dir_;
+};
+
+TEST_F(Cli, TruncatedGgufIsOneErrorLine) {
+  const std::string good = slurp(kSource / "tests/golden/models/tiny-llama.gguf");
+  for (size_t cut : {size_t{3}, size_t{20}, good.size() / 3, good.size() - 1}) {
+    SCOPED_TRACE(cut);
+    const auto p = write("cut.gguf", good.substr(0, cut));
+    expect_one_error_line(run("generate --model " + p.string() + " --max-tokens 2"), "cut.gguf");
+  }
+}
+
+TEST_F(Cli, NotAModelIsOneErrorLine) {
+  const auto p = write("text.gguf", "this is not a gguf file at all, just text\n");
+  expect_one_error_line(run("generate --model " + p.string()), "text.gguf");
+  expect_one_error_line(run("tokenize --model " + (dir_ / "missing.gguf").string() + " hi"),
+                        "missing.gguf");
+}
+
+TEST_F(Cli, GenerateRunsOnTinyModelAndReportsSpeed) {
+  const auto r = run("generate --model " + (kSource / "tests/golden/models/tiny-llama").string() +
+                     " --prompt 'Paragraph 1.' --max-tokens 8 --ignore-eos --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("decode: 7 tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, BadFlagsAreRejected) {
+  EXPECT_NE(run("generate --max-tokens -3").exit_code, 0);
+  EXPECT_NE(run("generate --chat-template jinja").exit_code, 0);
+  EXPECT_NE(run("frobnicate").exit_code, 0);
+}
+
+// The default model's greedy answer equals transformers' (golden smollm2_chat,
+// whose prompt is SmolLM2's chat template applied to this question).
+TEST_F(Cli, DefaultModelChatGreedyMatchesTransformers) {
+  if (!lagserve::model::resolve_model_path("default").ok()) GTEST_SKIP() << "no default model";
+  std::ifstream jf(kSource / "tests/golden/logits/smollm2_chat.json");
+  const auto golden = nlohmann::json::parse(jf);
+  const std::string want = golden["greedy_text"].get<std::string>();
+  const auto r = run("generate --chat --prompt 'What is the capital of France?' --max-tokens 32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, want + "\n");
+}
+
+}  // namespace
