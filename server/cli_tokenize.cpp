@@ -8,7 +8,7 @@
 namespace lagserve::cli {
 
 int run_tokenize(const TokenizeArgs& args) {
-  auto model = model::load_model(args.model);
+  auto model = model::load_model(args.model, {.weights = false});
   if (!model.ok()) {
     fmt::print(stderr, "lagserve: error: {}\n", std::string(model.status().message()));
     return 1;

@@ -39,10 +39,15 @@ struct Model {
   std::string chat_template;  // Jinja text as shipped, empty if none
 };
 
+struct LoadOptions {
+  bool weights = true;  // false: config, tokenizer and template only (tokenize)
+};
+
 // Loads a GGUF file or a Hugging Face model folder (config.json,
 // model.safetensors[.index.json], tokenizer.json, tokenizer_config.json).
 // Every problem is a status whose message names the file and what is wrong.
-absl::StatusOr<std::unique_ptr<Model>> load_model(const std::string& path);
+absl::StatusOr<std::unique_ptr<Model>> load_model(const std::string& path,
+                                                  const LoadOptions& options = {});
 
 // "default" resolves to the cached default model (scripts/fetch_model.py puts
 // it there); other paths are returned unchanged.

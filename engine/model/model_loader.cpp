@@ -190,7 +190,7 @@ absl::StatusOr<std::string> read_text(const fs::path& p) {
   return ss.str();
 }
 
-absl::StatusOr<std::unique_ptr<Model>> load_gguf(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Model>> load_gguf(const std::string& path, const LoadOptions& opt) {
   LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::open(path));
   auto m = std::make_unique<Model>();
   m->source = path;
@@ -210,12 +210,13 @@ absl::StatusOr<std::unique_ptr<Model>> load_gguf(const std::string& path) {
         m->tokenizer->vocab_size(), m->config.vocab_size));
   }
   m->chat_template = f->get_string("tokenizer.chat_template").value_or("");
+  if (!opt.weights) return m;
   LAGSERVE_RETURN_IF_ERROR(load_weights(
       GgufReader(*f), m->config, architecture_spec(m->config.arch).gguf_qk_permuted, m->weights));
   return m;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> load_hf_dir(const fs::path& dir) {
+absl::StatusOr<std::unique_ptr<Model>> load_hf_dir(const fs::path& dir, const LoadOptions& opt) {
   auto m = std::make_unique<Model>();
   m->source = dir.string();
   LAGSERVE_ASSIGN_OR_RETURN(std::string config_text, read_text(dir / "config.json"));
@@ -255,6 +256,7 @@ absl::StatusOr<std::unique_ptr<Model>> load_hf_dir(const fs::path& dir) {
   if (m->chat_template.empty() && fs::exists(dir / "chat_template.jinja")) {
     LAGSERVE_ASSIGN_OR_RETURN(m->chat_template, read_text(dir / "chat_template.jinja"));
   }
+  if (!opt.weights) return m;
   LAGSERVE_RETURN_IF_ERROR(load_weights(reader, m->config, /*qk_permuted=*/false, m->weights));
   return m;
 }
@@ -279,12 +281,13 @@ absl::StatusOr<std::string> resolve_model_path(const std::string& path) {
   return p;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> load_model(const std::string& path_in) {
+absl::StatusOr<std::unique_ptr<Model>> load_model(const std::string& path_in,
+                                                  const LoadOptions& options) {
   LAGSERVE_ASSIGN_OR_RETURN(std::string path, resolve_model_path(path_in));
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return load_hf_dir(path);
+  if (fs::is_directory(path, ec)) return load_hf_dir(path, options);
   if (!fs::exists(path, ec)) return absl::NotFoundError(fmt::format("{}: no such file", path));
-  return load_gguf(path);
+  return load_gguf(path, options);
 }
 
 }  // namespace lagserve::model
