@@ -27,6 +27,7 @@ int run_generate(const GenerateArgs& args) {
   const model::Model& m = **model;
 
   std::string text = args.prompt;
+  bool add_bos = m.tokenizer->add_bos_default();
   if (args.chat) {
     std::optional<model::ChatFormat> fmt_override;
     if (args.chat_template) {
@@ -40,8 +41,9 @@ int run_generate(const GenerateArgs& args) {
     if (!args.system.empty()) messages.push_back({"system", args.system});
     messages.push_back({"user", args.prompt});
     text = tmpl->render(messages, /*add_generation_prompt=*/true);
+    if (!tmpl->bos_text.empty()) add_bos = false;  // the template wrote BOS itself
   }
-  const std::vector<int32_t> prompt = m.tokenizer->encode(text, m.tokenizer->add_bos_default());
+  const std::vector<int32_t> prompt = m.tokenizer->encode(text, add_bos);
 
   backend::CpuBackendOptions opt;
   opt.n_threads = args.threads > 0 ? args.threads
