@@ -72,6 +72,9 @@ class GgufFile {
   const GgufValue* find(std::string_view key) const;
 
   // Typed getters: NotFound if missing, InvalidArgument if of another type.
+  // get_int takes any integer type whose value fits int64 (not bool);
+  // get_float takes any float or integer type; the array getters likewise
+  // per element.
   absl::StatusOr<std::string> get_string(std::string_view key) const;
   absl::StatusOr<int64_t> get_int(std::string_view key) const;
   absl::StatusOr<double> get_float(std::string_view key) const;

@@ -31,6 +31,8 @@ class Tokenizer {
   // Encodes text. Special tokens written in the text ("<|im_start|>") become
   // their ids when parse_special is true. BOS is prepended when add_bos is
   // true (callers pass add_bos_default() for the model's own behaviour).
+  // Non-special added tokens (GGUF user-defined) are matched either way, as
+  // in Hugging Face. Thread-safe; text need not be valid UTF-8.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos,
                                       bool parse_special = true) const = 0;
   // Concatenated bytes of the tokens; special tokens are skipped when
