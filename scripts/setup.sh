@@ -27,6 +27,8 @@ fi
 
 python3 scripts/fetch_model.py >&2
 
+# ccache: paths relative to the checkout so that clean clones hit the cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 BUILD_TYPE="${BUILD_TYPE:-Release}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${CMAKE_ARGS:-} >&2
 cmake --build build -j"$(nproc)" >&2
