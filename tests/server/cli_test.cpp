@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 const fs::path kSource(LAGSERVE_SOURCE_DIR);
 const fs::path kBinary = fs::path(LAGSERVE_BINARY_DIR) / "server/lagserve";
 
-struct Run {
+struct CliRun {
   int exit_code = -1;
   std::string out, err;
 };
@@ -34,12 +34,12 @@ std::string slurp(const fs::path& p) {
 }
 
 // Runs the binary with a shell-quoted argument string.
-Run run(const std::string& args) {
+CliRun run(const std::string& args) {
   const fs::path tmp = fs::temp_directory_path() / ("lagserve_cli_" + std::to_string(::getpid()));
   const std::string cmd = kBinary.string() + " " + args + " >" + tmp.string() + ".out 2>" +
                           tmp.string() + ".err";
   const int status = std::system(cmd.c_str());
-  Run r;
+  CliRun r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = slurp(tmp.string() + ".out");
   r.err = slurp(tmp.string() + ".err");
@@ -54,7 +54,7 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-void expect_one_error_line(const Run& r, const std::string& needle) {
+void expect_one_error_line(const CliRun& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.err.rfind("lagserve: error: ", 0), 0u) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -89,6 +89,54 @@ TEST_F(Cli, NotAModelIsOneErrorLine) {
   expect_one_error_line(run("generate --model " + p.string()), "text.gguf");
   expect_one_error_line(run("tokenize --model " + (dir_ / "missing.gguf").string() + " hi"),
                         "missing.gguf");
+}
+
+// Byte-patched copies of the tiny GGUF: wrong versions, unknown architecture,
+// a tensor renamed away, a tensor offset pointing past the end of the file.
+TEST_F(Cli, BrokenGgufFilesAreOneErrorLine) {
+  const std::string good = slurp(kSource / "tests/golden/models/tiny-llama.gguf");
+  auto patched = [&](size_t at, const std::string& bytes) {
+    std::string s = good;
+    s.replace(at, bytes.size(), bytes);
+    return s;
+  };
+  auto find = [&](const std::string& needle) {
+    const size_t at = good.find(needle);
+    EXPECT_NE(at, std::string::npos) << needle;
+    return at;
+  };
+  const std::string arch_head =
+      "general.architecture" + std::string("\x08\0\0\0\x05\0\0\0\0\0\0\0", 12);
+  const size_t last_name = good.rfind("blk.1.ffn_down.weight");
+  // After the last tensor name: n_dims (u32), 2 dims (u64 each), type (u32), offset (u64).
+  const size_t last_offset = last_name + std::string("blk.1.ffn_down.weight").size() + 4 + 16 + 4;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {patched(4, std::string("\x01\0\0\0", 4)), "version"},
+      {patched(4, std::string("\x63\0\0\0", 4)), "version"},
+      {patched(find(arch_head) + arch_head.size(), "llamb"), "unknown architecture"},
+      {patched(find("blk.0.attn_q.weight"), "blk.0.attn_x.weight"), "missing tensor"},
+      {patched(last_offset, std::string("\0\0\0\0\0\0\x01\0", 8)), "bad.gguf"},
+  };
+  for (const auto& [bytes, needle] : cases) {
+    SCOPED_TRACE(needle);
+    const auto p = write("bad.gguf", bytes);
+    expect_one_error_line(run("generate --model " + p.string() + " --max-tokens 2"), needle);
+  }
+}
+
+// A Hugging Face folder whose safetensors header lies about a tensor's offsets.
+TEST_F(Cli, LyingSafetensorsHeaderIsOneErrorLine) {
+  const fs::path d = dir_ / "hf";
+  fs::copy(kSource / "tests/golden/models/tiny-llama", d);
+  std::string st = slurp(d / "model.safetensors");
+  const std::string from = "\"data_offsets\":[0,", to = "\"data_offsets\":[8,";
+  const size_t at = st.find(from);
+  ASSERT_NE(at, std::string::npos);
+  st.replace(at, from.size(), to);  // the first tensor now claims 8 bytes fewer than its shape
+  std::ofstream(d / "model.safetensors", std::ios::binary) << st;
+  const CliRun r = run("generate --model " + d.string());
+  expect_one_error_line(r, "model.safetensors");
+  EXPECT_EQ(r.err.find("JSON"), std::string::npos) << "the header must still parse: " << r.err;
 }
 
 TEST_F(Cli, GenerateRunsOnTinyModelAndReportsSpeed) {
