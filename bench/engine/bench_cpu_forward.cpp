@@ -15,6 +15,7 @@
 #include "engine/kv/block_pool.h"
 #include "engine/kv/sequence_kv.h"
 #include "engine/model/model.h"
+#include "kernels/cpu/blas.h"
 
 using namespace lagserve;
 
@@ -78,7 +79,8 @@ int main(int argc, char** argv) {
     best_decode = std::max(best_decode, decode_tokens / (now_s() - t0));
     seq.release(pool);
   }
-  std::printf("model %s, %d threads, best of %d\n", model_path.c_str(), threads, reps);
+  std::printf("model %s, %d threads, OpenBLAS kernels %s, best of %d\n", model_path.c_str(),
+              threads, kernels::blas_corename().c_str(), reps);
   std::printf("| prefill tok/s (%d-token prompt) | decode tok/s (%d tokens) |\n", prompt_tokens,
               decode_tokens);
   std::printf("| %.1f | %.1f |\n", best_prefill, best_decode);

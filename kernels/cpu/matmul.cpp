@@ -1,41 +1,41 @@
-// matmul_nt over cblas_sgemm.
+// matmul_nt over OpenBLAS's cblas_sgemm / cblas_sgemv (see blas.h).
 #include "kernels/cpu/matmul.h"
 
-#include <cblas.h>
-
-extern "C" void openblas_set_num_threads(int);
+#include "kernels/cpu/blas.h"
 
 namespace lagserve::kernels {
+namespace {
+
+// CBLAS enum values (cblas.h).
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+int i32(int64_t v) { return static_cast<int>(v); }
+
+}  // namespace
 
 void matmul_nt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
                bool accumulate) {
   if (m == 1) {
     // NOTE: sgemv on a row-major [n, k] matrix streams W once; sgemm with m=1
     // takes a slower packing path in OpenBLAS.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(n), static_cast<blasint>(k),
-                1.0f, w, static_cast<blasint>(k), x, 1, accumulate ? 1.0f : 0.0f, y, 1);
+    blas().sgemv(kRowMajor, kNoTrans, i32(n), i32(k), 1.0f, w, i32(k), x, 1,
+                 accumulate ? 1.0f : 0.0f, y, 1);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x,
-              static_cast<blasint>(k), w, static_cast<blasint>(k), accumulate ? 1.0f : 0.0f, y,
-              static_cast<blasint>(n));
+  blas().sgemm(kRowMajor, kNoTrans, kTrans, i32(m), i32(n), i32(k), 1.0f, x, i32(k), w, i32(k),
+               accumulate ? 1.0f : 0.0f, y, i32(n));
 }
 
 void matmul_nt_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
                        int64_t ldy, int64_t m, int64_t n, int64_t k, float alpha) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, x,
-              static_cast<blasint>(ldx), w, static_cast<blasint>(ldw), 0.0f, y,
-              static_cast<blasint>(ldy));
+  blas().sgemm(kRowMajor, kNoTrans, kTrans, i32(m), i32(n), i32(k), alpha, x, i32(ldx), w,
+               i32(ldw), 0.0f, y, i32(ldy));
 }
 
 void matmul_nn_strided(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
                        int64_t ldy, int64_t m, int64_t n, int64_t k) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x,
-              static_cast<blasint>(ldx), w, static_cast<blasint>(ldw), 0.0f, y,
-              static_cast<blasint>(ldy));
+  blas().sgemm(kRowMajor, kNoTrans, kNoTrans, i32(m), i32(n), i32(k), 1.0f, x, i32(ldx), w,
+               i32(ldw), 0.0f, y, i32(ldy));
 }
 
 void matmul_nt_reference(const float* x, const float* w, float* y, int64_t m, int64_t n,
@@ -49,6 +49,6 @@ void matmul_nt_reference(const float* x, const float* w, float* y, int64_t m, in
   }
 }
 
-void matmul_set_threads(int n_threads) { openblas_set_num_threads(n_threads); }
+void matmul_set_threads(int n_threads) { blas().set_num_threads(n_threads); }
 
 }  // namespace lagserve::kernels

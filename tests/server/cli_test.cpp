@@ -48,11 +48,6 @@ CliRun run(const std::string& args) {
   return r;
 }
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 void expect_one_error_line(const CliRun& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;

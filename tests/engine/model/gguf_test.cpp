@@ -4,6 +4,7 @@
 // The default model is checked too when it is in the cache. Run: ctest -R Gguf
 #include "engine/model/gguf.h"
 
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -187,9 +188,11 @@ GgufSpec valid_spec(uint32_t version) {
 class GgufTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Parameterized test names hold '/': flatten so TearDown removes it all.
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '_');
     dir_ = fs::temp_directory_path() /
-           ("lagserve_gguf_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+           ("lagserve_gguf_test_" + std::to_string(::getpid()) + "_" + name);
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
