@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace lagserve::kernels {
 
@@ -33,38 +34,41 @@ void paged_kv_write(const PagedKv& kv, const int32_t* block_table, int32_t first
 
 namespace {
 
-// One (query, head): scores into `scores` (ctx floats), result into o.
-void attend_one(const PagedKv& kv, const int32_t* block_table, int32_t ctx, const float* q,
-                int32_t kv_head, float scale, float* scores, float* o) {
+// One query token and one KV head: the `group` query heads that share the KV
+// head are done together, so K and V are read once. Scratch: scores
+// [group, ctx], inv [group].
+void attend_group(const PagedKv& kv, const int32_t* block_table, int32_t ctx, const float* q,
+                  int32_t group, int32_t kv_head, float scale, float* scores, float* inv,
+                  float* o) {
   const int32_t D = kv.head_dim, B = kv.block_size;
-  float max_s = -INFINITY;
   for (int32_t start = 0; start < ctx; start += B) {
     const int32_t n = std::min(B, ctx - start);
     const float* k = kv.k_pool + kv.slot_offset(block_table[start / B], kv_head, 0);
     for (int32_t s = 0; s < n; ++s) {
-      float dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int32_t d = 0; d < D; ++d) dot += q[d] * k[s * D + d];
-      scores[start + s] = dot * scale;
-      max_s = std::max(max_s, scores[start + s]);
+      for (int32_t g = 0; g < group; ++g) {
+        scores[g * ctx + start + s] = dot_vec(q + g * D, k + s * D, D) * scale;
+      }
     }
   }
-  float sum = 0;
-  for (int32_t j = 0; j < ctx; ++j) {
-    scores[j] = std::exp(scores[j] - max_s);
-    sum += scores[j];
+  for (int32_t g = 0; g < group; ++g) {
+    float* sg = scores + g * ctx;
+    inv[g] = 1.0f / exp_shift_sum(sg, ctx, max_vec(sg, ctx));
   }
-  std::fill(o, o + D, 0.f);
+  std::fill(o, o + group * D, 0.f);
   for (int32_t start = 0; start < ctx; start += B) {
     const int32_t n = std::min(B, ctx - start);
     const float* v = kv.v_pool + kv.slot_offset(block_table[start / B], kv_head, 0);
     for (int32_t s = 0; s < n; ++s) {
-      const float p = scores[start + s];
-      for (int32_t d = 0; d < D; ++d) o[d] += p * v[s * D + d];
+      for (int32_t g = 0; g < group; ++g) {
+        const float p = scores[g * ctx + start + s];
+        float* og = o + g * D;
+        for (int32_t d = 0; d < D; ++d) og[d] += p * v[s * D + d];
+      }
     }
   }
-  const float inv = 1.0f / sum;
-  for (int32_t d = 0; d < D; ++d) o[d] *= inv;
+  for (int32_t g = 0; g < group; ++g) {
+    for (int32_t d = 0; d < D; ++d) o[g * D + d] *= inv[g];
+  }
 }
 
 // Queries per GEMM tile in the prefill path; bounds the score matrix.
@@ -79,11 +83,7 @@ void causal_softmax_rows(float* s, int64_t ld, int32_t n_rows, int32_t first_val
     for (int64_t i = b; i < e; ++i) {
       float* r = s + i * ld;
       const int64_t valid = first_valid + i;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, r[j]);
-      float sum = 0;
-      for (int64_t j = 0; j < valid; ++j) sum += (r[j] = std::exp(r[j] - mx));
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / exp_shift_sum(r, valid, max_vec(r, valid));
       for (int64_t j = 0; j < valid; ++j) r[j] *= inv;
       std::fill(r + valid, r + ld, 0.f);
     }
@@ -140,15 +140,17 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
   const int32_t group = n_heads / kv.n_kv_heads;
   const int32_t D = kv.head_dim;
   auto run = [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(ctx_first + n_q));
+    std::vector<float> scores(static_cast<size_t>(ctx_first + n_q) * group), inv(group);
     for (int64_t job = begin; job < end; ++job) {
-      const int32_t i = static_cast<int32_t>(job / n_heads);
-      const int32_t h = static_cast<int32_t>(job % n_heads);
-      attend_one(kv, block_table, ctx_first + i, q + i * q_row_stride + h * D, h / group, scale,
-                 scores.data(), out + (static_cast<int64_t>(i) * n_heads + h) * D);
+      const int32_t i = static_cast<int32_t>(job / kv.n_kv_heads);
+      const int32_t kvh = static_cast<int32_t>(job % kv.n_kv_heads);
+      // Query heads kvh*group .. are contiguous in q and in out.
+      attend_group(kv, block_table, ctx_first + i, q + i * q_row_stride + kvh * group * D, group,
+                   kvh, scale, scores.data(), inv.data(),
+                   out + (static_cast<int64_t>(i) * n_heads + kvh * group) * D);
     }
   };
-  const int64_t n_jobs = static_cast<int64_t>(n_q) * n_heads;
+  const int64_t n_jobs = static_cast<int64_t>(n_q) * kv.n_kv_heads;
   if (pool) {
     pool->parallel_for(n_jobs, run);
   } else {

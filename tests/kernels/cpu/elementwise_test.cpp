@@ -9,6 +9,7 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace lagserve::kernels {
 namespace {
@@ -70,6 +71,18 @@ TEST(SwiGlu, MatchesFormula) {
     const double g = gu[i];
     EXPECT_NEAR(out[i], g / (1 + std::exp(-g)) * gu[ff + i], 1e-6);
   }
+}
+
+TEST(ExpVec, WithinAFewUlpOfExpf) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.001953125f) {
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::fabs(exp_vec(x) - want) / want);
+  }
+  EXPECT_LT(worst, 3e-7);  // 2.5 ulp of float
+  EXPECT_EQ(exp_vec(0.f), 1.0f);
+  EXPECT_GT(exp_vec(-1000.f), 0.f);  // clamped, never 0 or NaN
+  EXPECT_LT(exp_vec(-1000.f), 1e-37f);
 }
 
 }  // namespace
