@@ -37,9 +37,19 @@ namespace {
 // One query token and one KV head: the `group` query heads that share the KV
 // head are done together, so K and V are read once. Scratch: scores
 // [group, ctx], inv [group].
+// Hidden keys (mask) get a score of -inf; exp_vec turns that into ~1e-38, not
+// 0, which is far below what fp32 sums resolve.
+void mask_scores(const PartitionMask& mask, int32_t query, int32_t kv_head, float* scores,
+                 int32_t ctx) {
+  const int32_t end = std::min(ctx, mask.begin + mask.n_partitions * mask.lag);
+  for (int32_t j = std::max(0, mask.begin); j < end; ++j) {
+    if (mask.hidden(query, kv_head, j)) scores[j] = -INFINITY;
+  }
+}
+
 void attend_group(const PagedKv& kv, const int32_t* block_table, int32_t ctx, const float* q,
-                  int32_t group, int32_t kv_head, float scale, float* scores, float* inv,
-                  float* o) {
+                  int32_t group, int32_t kv_head, float scale, const PartitionMask* mask,
+                  int32_t query, float* scores, float* inv, float* o) {
   const int32_t D = kv.head_dim, B = kv.block_size;
   for (int32_t start = 0; start < ctx; start += B) {
     const int32_t n = std::min(B, ctx - start);
@@ -52,6 +62,7 @@ void attend_group(const PagedKv& kv, const int32_t* block_table, int32_t ctx, co
   }
   for (int32_t g = 0; g < group; ++g) {
     float* sg = scores + g * ctx;
+    if (mask) mask_scores(*mask, query, kv_head, sg, ctx);
     inv[g] = 1.0f / exp_shift_sum(sg, ctx, max_vec(sg, ctx));
   }
   std::fill(o, o + group * D, 0.f);
@@ -97,7 +108,8 @@ void causal_softmax_rows(float* s, int64_t ld, int32_t n_rows, int32_t first_val
 
 void paged_attention_gemm(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                           const float* q, int64_t q_row_stride, float* out, int32_t n_q,
-                          int32_t n_heads, float scale, ThreadPool* pool) {
+                          int32_t n_heads, float scale, ThreadPool* pool,
+                          const PartitionMask* mask) {
   const int32_t D = kv.head_dim, B = kv.block_size;
   const int32_t group = n_heads / kv.n_kv_heads;
   const int32_t ctx_all = ctx_first + n_q - 1;  // entries the last query sees
@@ -117,6 +129,12 @@ void paged_attention_gemm(const PagedKv& kv, const int32_t* block_table, int32_t
         // scores[i, j] = q_i . k_j, [nt, ctx] with row stride ctx.
         matmul_nt_strided(q + t0 * q_row_stride + h * D, q_row_stride, k.data(), D,
                           scores.data(), ctx, nt, ctx, D, scale);
+        if (mask) {
+          for (int32_t i = 0; i < nt; ++i) {
+            mask_scores(*mask, t0 + i, kvh, scores.data() + static_cast<int64_t>(i) * ctx,
+                        ctx_first + t0 + i);
+          }
+        }
         causal_softmax_rows(scores.data(), ctx, nt, ctx_first + t0, pool);
         // out_i = sum_j p_ij v_j
         matmul_nn_strided(scores.data(), ctx, v.data(), D,
@@ -131,10 +149,10 @@ void paged_attention_gemm(const PagedKv& kv, const int32_t* block_table, int32_t
 
 void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                      const float* q, int64_t q_row_stride, float* out, int32_t n_q,
-                     int32_t n_heads, float scale, ThreadPool* pool) {
+                     int32_t n_heads, float scale, ThreadPool* pool, const PartitionMask* mask) {
   if (n_q >= kGemmMinQueries) {
     paged_attention_gemm(kv, block_table, ctx_first, q, q_row_stride, out, n_q, n_heads, scale,
-                         pool);
+                         pool, mask);
     return;
   }
   const int32_t group = n_heads / kv.n_kv_heads;
@@ -146,7 +164,7 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
       const int32_t kvh = static_cast<int32_t>(job % kv.n_kv_heads);
       // Query heads kvh*group .. are contiguous in q and in out.
       attend_group(kv, block_table, ctx_first + i, q + i * q_row_stride + kvh * group * D, group,
-                   kvh, scale, scores.data(), inv.data(),
+                   kvh, scale, mask, i, scores.data(), inv.data(),
                    out + (static_cast<int64_t>(i) * n_heads + kvh * group) * D);
     }
   };
@@ -160,7 +178,7 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
 
 void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                                const float* q, int64_t q_row_stride, float* out, int32_t n_q,
-                               int32_t n_heads, float scale) {
+                               int32_t n_heads, float scale, const PartitionMask* mask) {
   const int32_t group = n_heads / kv.n_kv_heads;
   const int32_t D = kv.head_dim;
   for (int32_t i = 0; i < n_q; ++i) {
@@ -174,7 +192,7 @@ void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, in
                                                     j % kv.block_size);
         double dot = 0;
         for (int32_t d = 0; d < D; ++d) dot += static_cast<double>(qh[d]) * k[d];
-        s[j] = dot * scale;
+        s[j] = mask && mask->hidden(i, h / group, j) ? -INFINITY : dot * scale;
         mx = std::max(mx, s[j]);
       }
       double sum = 0;

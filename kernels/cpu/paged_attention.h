@@ -28,17 +28,39 @@ struct PagedKv {
 void paged_kv_write(const PagedKv& kv, const int32_t* block_table, int32_t first_index,
                     int32_t n_new, const float* k_src, const float* v_src, int64_t src_row_stride);
 
+// Keys that some queries of a step may not see: LagKV partitions that this
+// step scores and compacts. The region [begin, begin + n_partitions * lag) of
+// cache indices holds n_partitions whole partitions; key j there belongs to
+// partition r = (j - begin) / lag (counted from the region's start). Query i
+// does not see key j when r <= hide_upto[i] and the key is not selected for
+// its KV head (selected[kv_head * n_partitions * lag + (j - begin)] == 0).
+struct PartitionMask {
+  int32_t begin = 0;
+  int32_t n_partitions = 0;
+  int32_t lag = 0;
+  const uint8_t* selected = nullptr;  // [n_kv_heads, n_partitions * lag]
+  const int32_t* hide_upto = nullptr;  // [n_q]; -1: the query sees the whole region
+
+  bool hidden(int32_t i, int32_t kv_head, int32_t j) const {
+    const int32_t off = j - begin;
+    if (off < 0 || off >= n_partitions * lag || off / lag > hide_upto[i]) return false;
+    return selected[static_cast<int64_t>(kv_head) * n_partitions * lag + off] == 0;
+  }
+};
+
 // For each new token i (0 <= i < n_q), attends over cache indices
 // [0, ctx_first + i) — the cache before it plus itself, causal — for every
-// query head (GQA: query head h reads kv head h / (n_heads / n_kv_heads)).
+// query head (GQA: query head h reads kv head h / (n_heads / n_kv_heads)),
+// leaving out the keys `mask` hides (none when mask is null).
 // q: row i at q + i * q_row_stride, [n_heads, head_dim]; out: [n_q, n_heads, head_dim].
 void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                      const float* q, int64_t q_row_stride, float* out, int32_t n_q,
-                     int32_t n_heads, float scale, ThreadPool* pool);
+                     int32_t n_heads, float scale, ThreadPool* pool,
+                     const PartitionMask* mask = nullptr);
 
 // Plain reference: walks the block table one token at a time, in double.
 void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                                const float* q, int64_t q_row_stride, float* out, int32_t n_q,
-                               int32_t n_heads, float scale);
+                               int32_t n_heads, float scale, const PartitionMask* mask = nullptr);
 
 }  // namespace lagserve::kernels
