@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kv/lag_policy.h"
 #include "engine/model/model_config.h"
 
 namespace lagserve::backend {
@@ -16,9 +17,34 @@ namespace lagserve::backend {
 struct SequenceStep {
   std::span<const int32_t> tokens;       // new tokens, [n_new]
   int32_t first_position = 0;            // position id of tokens[0]
+  // Layers with the whole cache (every layer without a policy):
   int32_t cache_len = 0;                 // entries already cached (before this step)
   std::span<const int32_t> block_table;  // covers cache_len + n_new entries
   bool all_logits = false;               // logits of every new token, not just the last
+
+  // LagKV (DESIGN.md section 1). Layers the policy compresses keep their own
+  // cache group. Partitions [compressed_before, compressed_after) are scored
+  // in this step (their reference partition completes here), hidden from the
+  // queries that may see only their Selected set, and compacted at its end.
+  const kv::LagPolicy* policy = nullptr;  // null or disabled: no compression
+  int32_t lag_cache_len = 0;
+  std::span<const int32_t> lag_block_table;  // covers lag_cache_len + n_new entries
+  int32_t compressed_before = 0;
+  int32_t compressed_after = 0;
+  bool trace_evictions = false;  // report the positions kept by each compaction
+
+  bool compressed_layer(int32_t layer) const {
+    return policy != nullptr && policy->layer_compressed(layer);
+  }
+};
+
+// The positions one compaction kept, for --trace-evictions.
+struct EvictionRecord {
+  int32_t seq = 0;  // index in the batch
+  int32_t layer = 0;
+  int32_t kv_head = 0;
+  int32_t partition = 0;
+  std::vector<int32_t> kept_positions;  // ascending
 };
 
 struct StepBatch {
@@ -31,6 +57,7 @@ struct StepOutput {
   std::vector<float> logits;
   std::vector<int32_t> row_begin;  // first row of each sequence, [n_seqs + 1]
   int32_t vocab_size = 0;
+  std::vector<EvictionRecord> evictions;  // when a sequence asked for a trace
 
   std::span<const float> row(int32_t r) const {
     return {logits.data() + static_cast<size_t>(r) * vocab_size, static_cast<size_t>(vocab_size)};

@@ -29,9 +29,22 @@ void SequenceKv::advance(int32_t n_new) {
   cache_len_ += n_new;
 }
 
+void SequenceKv::evict(BlockPool& pool, int32_t n_removed) {
+  LAGSERVE_CHECK(n_removed >= 0 && n_removed <= cache_len_, "evict {} of {} entries", n_removed,
+                 cache_len_);
+  cache_len_ -= n_removed;
+  const size_t keep = static_cast<size_t>((cache_len_ + block_size_ - 1) / block_size_);
+  while (blocks_.size() > keep) {
+    pool.block_free(blocks_.back());
+    blocks_.pop_back();
+  }
+}
+
 void SequenceKv::release(BlockPool& pool) {
   for (int32_t b : blocks_) pool.block_free(b);
   blocks_.clear();
+  logical_len_ = 0;
+  cache_len_ = 0;
 }
 
 }  // namespace lagserve::kv

@@ -28,7 +28,10 @@ class SequenceKv {
   absl::Status reserve(BlockPool& pool, int32_t n_new);
   // Records that n_new tokens were processed and cached.
   void advance(int32_t n_new);
-  // Returns every block to the pool.
+  // Records that compaction removed n_removed cache entries (the logical
+  // length stays) and returns the blocks past the new end to the pool.
+  void evict(BlockPool& pool, int32_t n_removed);
+  // Returns every block to the pool and empties the sequence.
   void release(BlockPool& pool);
 
  private:

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 
 #include "engine/common/check.h"
+#include "kernels/cpu/kv_compact.h"
+#include "kernels/cpu/lag_score.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/cpu/rmsnorm.h"
@@ -45,6 +47,10 @@ class CpuBackend final : public Backend {
   absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
 
  private:
+  // Attention of one sequence in one layer over its cache group; with due
+  // LagKV partitions, scores them, masks, and compacts afterwards.
+  void attend_sequence(int32_t layer, int32_t seq_index, const SequenceStep& s, const float* qkv,
+                       float* attn_out, StepOutput& out);
   k::PagedKv layer_kv(int layer) {
     return {k_cache_.get() + layer * per_layer_floats_, v_cache_.get() + layer * per_layer_floats_,
             cfg_.n_kv_heads, opt_.block_size, cfg_.head_dim};
@@ -72,9 +78,6 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
   for (const SequenceStep& s : batch.seqs) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     LAGSERVE_CHECK(n > 0, "a sequence step with no tokens");
-    LAGSERVE_CHECK(static_cast<int64_t>(s.block_table.size()) * opt_.block_size >= s.cache_len + n,
-                   "block table of {} blocks cannot hold {} entries", s.block_table.size(),
-                   s.cache_len + n);
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= cfg_.vocab_size) {
         return absl::InvalidArgumentError(
@@ -100,8 +103,7 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
       }
     }
   }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
-
+  StepOutput out;
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const model::LayerWeights& L = w.layers[l];
     // Attention block. qkv: [T, q_dim | kv_dim | kv_dim]
@@ -116,16 +118,12 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
                  cfg_.rope_inv_freq.data());
     k::rope_neox(qkv_.data() + q_dim, T, qkv_dim, cfg_.n_kv_heads, cfg_.head_dim,
                  positions_.data(), cfg_.rope_inv_freq.data());
-    const k::PagedKv kv = layer_kv(l);
     int64_t r = 0;
-    for (const SequenceStep& s : batch.seqs) {
-      const int32_t n = static_cast<int32_t>(s.tokens.size());
-      const float* row = qkv_.data() + r * qkv_dim;
-      k::paged_kv_write(kv, s.block_table.data(), s.cache_len, n, row + q_dim,
-                        row + q_dim + kv_dim, qkv_dim);
-      k::paged_attention(kv, s.block_table.data(), s.cache_len + 1, row, qkv_dim,
-                         attn_.data() + r * q_dim, n, cfg_.n_heads, scale, &pool_);
-      r += n;
+    for (size_t si = 0; si < batch.seqs.size(); ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      attend_sequence(l, static_cast<int32_t>(si), s, qkv_.data() + r * qkv_dim,
+                      attn_.data() + r * q_dim, out);
+      r += static_cast<int64_t>(s.tokens.size());
     }
     k::matmul_nt(attn_.data(), L.wo.data(), x_.data(), T, d, q_dim, /*accumulate=*/true);
     // MLP block.
@@ -136,7 +134,6 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
   }
 
   // Final norm and head over the rows whose logits were asked for.
-  StepOutput out;
   out.vocab_size = cfg_.vocab_size;
   out.row_begin.push_back(0);
   int64_t n_rows = 0;
@@ -156,6 +153,76 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
   out.logits.resize(n_rows * cfg_.vocab_size);
   k::matmul_nt(h_.data(), w.output_head().data(), out.logits.data(), n_rows, cfg_.vocab_size, d);
   return out;
+}
+
+void CpuBackend::attend_sequence(int32_t layer, int32_t seq_index, const SequenceStep& s,
+                                 const float* qkv, float* attn_out, StepOutput& out) {
+  const int64_t q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+  const int32_t n = static_cast<int32_t>(s.tokens.size());
+  const k::PagedKv kv = layer_kv(layer);
+  const bool lag = s.compressed_layer(layer);
+  const int32_t* table = lag ? s.lag_block_table.data() : s.block_table.data();
+  const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
+  LAGSERVE_CHECK(static_cast<int64_t>(lag ? s.lag_block_table.size() : s.block_table.size()) *
+                         opt_.block_size >= cache_len + n,
+                 "layer {}: block table cannot hold {} entries", layer, cache_len + n);
+  k::paged_kv_write(kv, table, cache_len, n, qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim);
+  const int32_t n_due = lag ? s.compressed_after - s.compressed_before : 0;
+  if (n_due <= 0) {
+    k::paged_attention(kv, table, cache_len + 1, qkv, qkv_dim, attn_out, n, cfg_.n_heads, scale,
+                       &pool_);
+    return;
+  }
+  // Score and select the due partitions, per KV head (DESIGN.md section 1).
+  const kv::LagPolicy& P = *s.policy;
+  const int32_t S = P.sink, L = P.lag, K = P.keep, before = s.compressed_before;
+  const int32_t region = S + before * K;  // cache index of partition `before`
+  std::vector<uint8_t> selected(static_cast<size_t>(cfg_.n_kv_heads) * n_due * L, 0);
+  std::vector<std::vector<int32_t>> kept(static_cast<size_t>(cfg_.n_kv_heads) * n_due);
+  std::vector<float> scores(L);
+  for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
+    for (int32_t r = 0; r < n_due; ++r) {
+      const int32_t cur = region + r * L;
+      k::lag_score_paged(kv, table, h, cur, cur + L, L, P.score_v_weight, scores.data());
+      std::vector<int32_t> sel = kv::lag_select(scores, K);
+      for (int32_t off : sel) selected[(static_cast<size_t>(h) * n_due + r) * L + off] = 1;
+      kept[static_cast<size_t>(h) * n_due + r] = std::move(sel);
+    }
+  }
+  // Query i hides the unselected keys of partitions up to c(t) - 2.
+  std::vector<int32_t> hide_upto(n);
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t t = s.first_position + i;
+    const int32_t upto = t < S + 2 * L ? -1 : P.partition_of(t) - 2 - before;
+    hide_upto[i] = std::min(std::max(upto, -1), n_due - 1);
+  }
+  const k::PartitionMask mask{region, n_due, L, selected.data(), hide_upto.data()};
+  k::paged_attention(kv, table, cache_len + 1, qkv, qkv_dim, attn_out, n, cfg_.n_heads, scale,
+                     &pool_, &mask);
+  // Compact: the selected entries of each due partition, then everything after
+  // the due region, move forward to `region`.
+  const int32_t end = cache_len + n;
+  std::vector<int32_t> src;
+  for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
+    src.clear();
+    for (int32_t r = 0; r < n_due; ++r) {
+      for (int32_t off : kept[static_cast<size_t>(h) * n_due + r]) src.push_back(region + r * L + off);
+    }
+    for (int32_t j = region + n_due * L; j < end; ++j) src.push_back(j);
+    k::kv_compact(kv, table, h, src.data(), static_cast<int32_t>(src.size()), region);
+  }
+  if (s.trace_evictions) {
+    for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
+      for (int32_t r = 0; r < n_due; ++r) {
+        EvictionRecord e{seq_index, layer, h, before + r, {}};
+        for (int32_t off : kept[static_cast<size_t>(h) * n_due + r]) {
+          e.kept_positions.push_back(S + (before + r) * L + off);
+        }
+        out.evictions.push_back(std::move(e));
+      }
+    }
+  }
 }
 
 }  // namespace
