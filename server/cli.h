@@ -3,21 +3,32 @@
 
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/chat_template.h"
+#include "engine/model/model.h"
+#include "server/engine_setup.h"
 
 namespace lagserve::cli {
 
 struct GenerateArgs {
-  std::string model = "default";
+  EngineArgs engine;
   std::string prompt = "Write a haiku about the sea.";
   bool chat = false;
   std::optional<std::string> chat_template;  // "chatml" | "llama3"
   std::string system;
   int max_tokens = 128;
   float temperature = 0.f;
-  uint64_t seed = 0;
-  int threads = 0;  // 0: all cores
-  int kv_cache_mb = 1024;
+  float top_p = 1.f;
+  int top_k = 0;
+  float min_p = 0.f;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
   bool ignore_eos = false;
+  std::string prompts_file;     // batch mode: JSONL in
+  std::string output_file;      // batch mode: JSONL out ("" = stdout)
+  std::string trace_evictions;  // JSONL of kept positions per compaction
 };
 
 struct TokenizeArgs {
@@ -28,6 +39,16 @@ struct TokenizeArgs {
 
 // Each returns the process exit code; errors go to stderr as one line.
 int run_generate(const GenerateArgs& args);
+int run_batch(const GenerateArgs& args);
 int run_tokenize(const TokenizeArgs& args);
+
+// "lagserve: error: <message>" on stderr; returns 1.
+int fail(const absl::Status& status);
+
+// Token ids of a prompt: plain text, or chat messages through the model's
+// template (override_format when the template is not recognised).
+absl::StatusOr<std::vector<int32_t>> encode_prompt(
+    const model::Model& model, const std::string& text,
+    const std::vector<model::ChatMessage>* messages, const std::optional<std::string>& template_name);
 
 }  // namespace lagserve::cli

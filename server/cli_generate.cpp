@@ -1,83 +1,81 @@
-// `lagserve generate`: load, optionally apply the chat template, stream text.
+// `lagserve generate --prompt`: one request through the engine, streamed.
+#include <chrono>
 #include <cstdio>
-#include <thread>
+#include <fstream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
-#include "engine/backend/cpu/cpu_backend.h"
-#include "engine/kv/block_pool.h"
-#include "engine/model/chat_template.h"
-#include "engine/model/model.h"
-#include "engine/runtime/generator.h"
+#include "engine/runtime/engine.h"
 #include "server/cli.h"
 
 namespace lagserve::cli {
-namespace {
-
-int fail(const absl::Status& s) {
-  fmt::print(stderr, "lagserve: error: {}\n", std::string(s.message()));
-  return 1;
-}
-
-}  // namespace
 
 int run_generate(const GenerateArgs& args) {
-  auto model = model::load_model(args.model);
-  if (!model.ok()) return fail(model.status());
-  const model::Model& m = **model;
+  auto parts = make_engine_parts(args.engine);
+  if (!parts.ok()) return fail(parts.status());
+  const model::Model& m = *parts->model;
 
-  std::string text = args.prompt;
-  bool add_bos = m.tokenizer->add_bos_default();
-  if (args.chat) {
-    std::optional<model::ChatFormat> fmt_override;
-    if (args.chat_template) {
-      auto f = model::parse_chat_format(*args.chat_template);
-      if (!f.ok()) return fail(f.status());
-      fmt_override = *f;
-    }
-    auto tmpl = model::detect_chat_template(m.chat_template, fmt_override);
-    if (!tmpl.ok()) return fail(tmpl.status());
-    std::vector<model::ChatMessage> messages;
-    if (!args.system.empty()) messages.push_back({"system", args.system});
-    messages.push_back({"user", args.prompt});
-    text = tmpl->render(messages, /*add_generation_prompt=*/true);
-    if (!tmpl->bos_text.empty()) add_bos = false;  // the template wrote BOS itself
+  std::vector<model::ChatMessage> messages;
+  if (!args.system.empty()) messages.push_back({"system", args.system});
+  messages.push_back({"user", args.prompt});
+  auto prompt = encode_prompt(m, args.prompt, args.chat ? &messages : nullptr, args.chat_template);
+  if (!prompt.ok()) return fail(prompt.status());
+
+  std::ofstream trace;
+  if (!args.trace_evictions.empty()) {
+    trace.open(args.trace_evictions);
+    if (!trace) return fail(absl::InvalidArgumentError("cannot write " + args.trace_evictions));
+    parts->config.on_eviction = [&](const std::string& id, const backend::EvictionRecord& e) {
+      trace << nlohmann::json{{"request", id}, {"layer", e.layer}, {"kv_head", e.kv_head},
+                              {"partition", e.partition}, {"kept", e.kept_positions}}
+                   .dump()
+            << "\n";
+    };
   }
-  const std::vector<int32_t> prompt = m.tokenizer->encode(text, add_bos);
+  runtime::Engine engine(*parts->backend, *m.tokenizer, parts->config);
+  runtime::Request req;
+  req.id = "0";
+  req.prompt = std::move(*prompt);
+  req.sampling.temperature = args.temperature;
+  req.sampling.top_p = args.top_p;
+  req.sampling.top_k = args.top_k;
+  req.sampling.min_p = args.min_p;
+  req.sampling.seed = args.seed;
+  req.stop.max_tokens = args.max_tokens;
+  req.stop.stop = args.stop;
+  req.stop.ignore_eos = args.ignore_eos;
+  if (absl::Status s = engine.add_request(std::move(req)); !s.ok()) return fail(s);
 
-  backend::CpuBackendOptions opt;
-  opt.n_threads = args.threads > 0 ? args.threads
-                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  opt.kv_cache_bytes = static_cast<int64_t>(args.kv_cache_mb) << 20;
-  auto be = backend::make_cpu_backend(m, opt);
-  if (!be.ok()) return fail(be.status());
-  kv::BlockPool pool((*be)->n_blocks());
-
-  runtime::GenerateParams params;
-  params.sampling.temperature = args.temperature;
-  params.sampling.seed = args.seed;
-  params.max_tokens = args.max_tokens;
-  if (!args.ignore_eos) params.stop_ids = m.tokenizer->stop_ids();
-
-  model::StreamDecoder decoder(*m.tokenizer);
-  auto result = runtime::generate(**be, pool, prompt, params, [&](int32_t id) {
-    if (!m.tokenizer->is_special(id)) {
-      const std::string piece = decoder.push(id);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  clock::time_point t_first;
+  int n_out = 0;
+  int32_t n_prompt = 0;
+  while (engine.has_work()) {
+    auto outs = engine.step();
+    if (!outs.ok()) return fail(outs.status());
+    for (const runtime::RequestOutput& o : *outs) {
+      if (n_out == 0 && !o.tokens.empty()) t_first = clock::now();
+      n_out = o.n_output;
+      n_prompt = o.n_prompt;
+      std::fwrite(o.text.data(), 1, o.text.size(), stdout);
       std::fflush(stdout);
+      if (o.finish == runtime::FinishReason::Abort) {
+        return fail(absl::InternalError(o.error.empty() ? "request aborted" : o.error));
+      }
     }
-    return true;
-  });
-  if (!result.ok()) return fail(result.status());
-  const std::string rest = decoder.flush();
-  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  }
   std::fputc('\n', stdout);
-  const auto& r = *result;
-  const int n_decoded = std::max<int>(0, static_cast<int>(r.tokens.size()) - 1);
-  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); decode: {} tokens in {:.3f} s ({:.1f} tok/s); {} threads\n",
-             r.n_prompt, r.prefill_seconds, r.n_prompt / std::max(r.prefill_seconds, 1e-9),
-             n_decoded, r.decode_seconds, n_decoded / std::max(r.decode_seconds, 1e-9),
-             opt.n_threads);
+  const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
+  const double decode_s = std::chrono::duration<double>(clock::now() - t_first).count();
+  const int n_decoded = std::max(0, n_out - 1);
+  fmt::print(stderr,
+             "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); decode: {} tokens in {:.3f} s "
+             "({:.1f} tok/s); {} threads; KV policy {}\n",
+             n_prompt, prefill_s, n_prompt / std::max(prefill_s, 1e-9), n_decoded, decode_s,
+             n_decoded / std::max(decode_s, 1e-9), parts->n_threads,
+             parts->config.default_policy.to_string());
   return 0;
 }
 

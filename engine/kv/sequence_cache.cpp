@@ -42,16 +42,19 @@ int32_t SequenceCache::n_blocks() const {
   return n;
 }
 
+int32_t SequenceCache::entries_cap(const LagPolicy& policy, int32_t n_tokens) {
+  const int32_t m = policy.complete_partitions(n_tokens);
+  const int64_t bound = policy.sink + static_cast<int64_t>(std::max(m - 1, 0)) * policy.keep +
+                        3LL * policy.lag;
+  return static_cast<int32_t>(std::min<int64_t>(n_tokens, bound));
+}
+
 int32_t SequenceCache::blocks_for(const LagPolicy& policy, int32_t n_layers, int32_t block_size,
                                   int32_t n_tokens) {
   int32_t n = 0;
   if (any_full_layer(policy, n_layers)) n += ceil_div(n_tokens, block_size);
   if (any_compressed_layer(policy, n_layers)) {
-    // The peak is just before a compaction: the retained length plus one
-    // partition of L (the step that completes a reference partition), bounded
-    // by the whole length.
-    const int32_t peak = std::min(n_tokens, policy.retained_len(n_tokens) + policy.lag);
-    n += ceil_div(peak, block_size);
+    n += ceil_div(entries_cap(policy, n_tokens), block_size);
   }
   return n;
 }

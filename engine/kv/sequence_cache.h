@@ -34,6 +34,10 @@ class SequenceCache {
   int32_t compressed_after(int32_t n_new) const;
   // Blocks this sequence holds, all groups together.
   int32_t n_blocks() const;
+  // Most entries the compressed group may hold, mid-step, for a sequence of
+  // n_tokens: the retained-length bound S + (m-1)k + 2L plus one partition
+  // of new tokens (the scheduler keeps each step within it).
+  static int32_t entries_cap(const LagPolicy& policy, int32_t n_tokens);
   // Blocks needed to hold `n_tokens` tokens from empty, all groups together,
   // counting a step's peak (before its compaction). The scheduler admits by it.
   static int32_t blocks_for(const LagPolicy& policy, int32_t n_layers, int32_t block_size,

@@ -37,6 +37,7 @@ absl::StatusOr<GenerateResult> generate(backend::Backend& backend, kv::BlockPool
                                         const std::function<bool(int32_t)>& on_token) {
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   if (params.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
+  LAGSERVE_RETURN_IF_ERROR(validate(params.sampling, backend.config().vocab_size));
   const int64_t total = static_cast<int64_t>(prompt.size()) + params.max_tokens;
   if (total > backend.config().max_positions) {
     return absl::InvalidArgumentError(fmt::format(
@@ -47,7 +48,7 @@ absl::StatusOr<GenerateResult> generate(backend::Backend& backend, kv::BlockPool
   GenerateResult result;
   result.n_prompt = static_cast<int32_t>(prompt.size());
   auto status = [&]() -> absl::Status {
-    std::mt19937_64 rng(params.sampling.seed);
+    Sampler sampler(params.sampling, /*fallback_seed=*/0);
     const int32_t chunk = std::max(1, params.prefill_chunk);
     auto t0 = std::chrono::steady_clock::now();
     std::vector<float> logits;
@@ -58,7 +59,7 @@ absl::StatusOr<GenerateResult> generate(backend::Backend& backend, kv::BlockPool
     result.prefill_seconds = seconds_since(t0);
     t0 = std::chrono::steady_clock::now();
     for (int32_t i = 0; i < params.max_tokens; ++i) {
-      const int32_t id = sample_token(logits, params.sampling, rng);
+      const int32_t id = sampler.sample(logits, prompt, result.tokens, {}).token;
       result.tokens.push_back(id);
       if (!on_token(id)) {
         result.finish = FinishReason::Cancelled;
