@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
     auto step = [&](std::span<const int32_t> toks) {
       if (!seq.reserve(pool, static_cast<int32_t>(toks.size())).ok()) std::abort();
       backend::StepBatch b;
-      b.seqs.push_back({toks, seq.logical_len(), seq.cache_len(), seq.block_table(), false});
+      b.seqs.push_back(backend::SequenceStep::uncompressed(toks, seq.logical_len(), seq.cache_len(),
+                                                           seq.block_table(), false));
       auto out = (*be)->step(b);
       if (!out.ok()) std::abort();
       seq.advance(static_cast<int32_t>(toks.size()));

@@ -33,6 +33,19 @@ struct SequenceStep {
   int32_t compressed_after = 0;
   bool trace_evictions = false;  // report the positions kept by each compaction
 
+  // A step without compression: every layer uses the one (full) cache group.
+  static SequenceStep uncompressed(std::span<const int32_t> tokens, int32_t first_position,
+                                   int32_t cache_len, std::span<const int32_t> block_table,
+                                   bool all_logits) {
+    SequenceStep s;
+    s.tokens = tokens;
+    s.first_position = first_position;
+    s.cache_len = cache_len;
+    s.block_table = block_table;
+    s.all_logits = all_logits;
+    return s;
+  }
+
   bool compressed_layer(int32_t layer) const {
     return policy != nullptr && policy->layer_compressed(layer);
   }

@@ -45,7 +45,7 @@ struct SampleResult {
 };
 
 // Buffers that sampling reuses across calls (sized to the vocabulary on first
-// use, so steady-state sampling allocates nothing).
+// use, so steady-state sampling does not allocate them again).
 struct SamplerScratch {
   std::vector<float> work;          // processed logits
   std::vector<float> weights;       // exp(scaled - max), 0 below the top_k cut

@@ -142,9 +142,67 @@ TEST_F(Cli, GenerateRunsOnTinyModelAndReportsSpeed) {
   EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
 }
 
+// Batch mode: results in input order, per-request policies, and a trace whose
+// every compaction kept exactly k positions of its own partition.
+TEST_F(Cli, BatchModeWritesResultsAndEvictionTrace) {
+  const auto in = write("in.jsonl",
+                        "{\"prompt\": \"Paragraph 1. People have long\", \"max_tokens\": 30, "
+                        "\"ignore_eos\": true, \"id\": \"a\"}\n"
+                        "\n"
+                        "{\"prompt_token_ids\": [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "
+                        "\"max_tokens\": 25, \"ignore_eos\": true, \"lagkv\": \"off\"}\n"
+                        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+                        "\"max_tokens\": 20, \"ignore_eos\": true, \"temperature\": 0.7, \"seed\": 3}\n");
+  const auto out = dir_ / "out.jsonl", trace = dir_ / "trace.jsonl";
+  const CliRun r = run("generate --model " + (kSource / "tests/golden/models/tiny-llama").string() +
+                       " --threads 1 --lagkv sink=2,lag=4,keep=1 --prompts " + in.string() +
+                       " --output " + out.string() + " --trace-evictions " + trace.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("batch: 3 requests"), std::string::npos) << r.err;
+  std::ifstream results(out);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(results, line);) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0]["id"], "a");
+  EXPECT_EQ(rows[1]["id"], "3");  // line number (the blank line counts)
+  EXPECT_EQ(rows[2]["id"], "4");
+  const int want_tokens[] = {30, 25, 20};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(rows[i]["usage"]["completion_tokens"], want_tokens[i]);
+    EXPECT_EQ(rows[i]["finish_reason"], "length");
+    EXPECT_EQ(rows[i]["token_ids"].size(), static_cast<size_t>(want_tokens[i]));
+  }
+  std::ifstream tf(trace);
+  int n_records = 0;
+  for (std::string line; std::getline(tf, line);) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_NE(j["request"], "3") << "request 3 ran with the policy off";
+    const int p = j["partition"];
+    ASSERT_EQ(j["kept"].size(), 1u);
+    const int pos = j["kept"][0];
+    EXPECT_GE(pos, 2 + 4 * p);
+    EXPECT_LT(pos, 2 + 4 * (p + 1));
+    ++n_records;
+  }
+  // Request "a" compresses partitions 0 .. floor((n - 2) / 4) - 2 in both layers and KV heads.
+  EXPECT_GT(n_records, 0);
+}
+
+TEST_F(Cli, BatchModeRejectsBadLinesWithOneErrorLine) {
+  const auto in = write("bad.jsonl", "{\"prompt\": \"ok\"}\n{\"prompt\": 5}\n");
+  expect_one_error_line(run("generate --model " + (kSource / "tests/golden/models/tiny-llama").string() +
+                            " --prompts " + in.string()),
+                        "line 2");
+  const auto in2 = write("bad2.jsonl", "{\"prompt\": \"ok\", \"lagkv\": \"lag=0\"}\n");
+  expect_one_error_line(run("generate --model " + (kSource / "tests/golden/models/tiny-llama").string() +
+                            " --prompts " + in2.string()),
+                        "lagkv");
+}
+
 TEST_F(Cli, BadFlagsAreRejected) {
   EXPECT_NE(run("generate --max-tokens -3").exit_code, 0);
   EXPECT_NE(run("generate --chat-template jinja").exit_code, 0);
+  expect_one_error_line(run("generate --lagkv sink=4,lag=8,keep=9"), "keep");
   EXPECT_NE(run("frobnicate").exit_code, 0);
 }
 

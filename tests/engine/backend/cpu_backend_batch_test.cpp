@@ -45,8 +45,9 @@ TEST(CpuBackendBatch, MixedStepMatchesGoldenPerSequence) {
     backend::StepBatch batch;
     for (auto& [seq, range] : work) {
       ASSERT_TRUE(seq->reserve(pool, range.second - range.first).ok());
-      batch.seqs.push_back({std::span(ids).subspan(range.first, range.second - range.first),
-                            seq->logical_len(), seq->cache_len(), seq->block_table(), true});
+      batch.seqs.push_back(backend::SequenceStep::uncompressed(
+          std::span(ids).subspan(range.first, range.second - range.first), seq->logical_len(),
+          seq->cache_len(), seq->block_table(), true));
     }
     auto out = (*be)->step(batch);
     ASSERT_TRUE(out.ok()) << out.status();

@@ -18,7 +18,7 @@
 #include "engine/kv/block_pool.h"
 #include "engine/kv/sequence_kv.h"
 #include "engine/model/model.h"
-#include "engine/runtime/generator.h"
+#include "engine/runtime/engine.h"
 
 namespace lagserve {
 namespace {
@@ -87,8 +87,8 @@ std::vector<std::vector<float>> all_logits(const model::Model& m, const std::vec
       break;
     }
     backend::StepBatch batch;
-    batch.seqs.push_back({std::span(ids).subspan(b, n), seq.logical_len(), seq.cache_len(),
-                          seq.block_table(), true});
+    batch.seqs.push_back(backend::SequenceStep::uncompressed(
+        std::span(ids).subspan(b, n), seq.logical_len(), seq.cache_len(), seq.block_table(), true));
     auto out = (*be)->step(batch);
     EXPECT_TRUE(out.ok()) << out.status();
     seq.advance(static_cast<int32_t>(n));
@@ -172,14 +172,24 @@ TEST_P(CpuForwardGolden, GreedyContinuationMatches) {
   opt.kv_cache_bytes = 256 << 20;
   auto be = backend::make_cpu_backend(*model_, opt);
   ASSERT_TRUE(be.ok()) << be.status();
-  kv::BlockPool pool((*be)->n_blocks());
-  runtime::GenerateParams params;
-  params.max_tokens = static_cast<int32_t>(golden_.greedy.size());
-  params.prefill_chunk = 64;
-  auto r = runtime::generate(**be, pool, golden_.ids, params, [](int32_t) { return true; });
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->tokens, golden_.greedy);
-  EXPECT_EQ(pool.n_used(), 0);
+  runtime::EngineConfig cfg;
+  cfg.max_batched_tokens = 64;  // the prompt runs in chunks of 64
+  runtime::Engine engine(**be, *model_->tokenizer, cfg);
+  runtime::Request req;
+  req.id = "golden";
+  req.prompt = golden_.ids;
+  req.sampling.temperature = 0;
+  req.stop.max_tokens = static_cast<int32_t>(golden_.greedy.size());
+  req.stop.ignore_eos = true;
+  ASSERT_TRUE(engine.add_request(req).ok());
+  std::vector<int32_t> tokens;
+  while (engine.has_work()) {
+    auto outs = engine.step();
+    ASSERT_TRUE(outs.ok()) << outs.status();
+    for (const auto& o : *outs) tokens.insert(tokens.end(), o.tokens.begin(), o.tokens.end());
+  }
+  EXPECT_EQ(tokens, golden_.greedy);
+  EXPECT_EQ(engine.pool().n_used(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
