@@ -130,6 +130,77 @@ INSTANTIATE_TEST_SUITE_P(Policy, EngineBatch,
                                                      : "on" + std::to_string(info.index);
                          });
 
+// The default model: 16 prompts together against each alone. Where a token
+// differs, the run alone must show a near-tie there (top-2 logit gap < 1e-3):
+// a different fp32 summation order may flip it, a different cache may not.
+class DefaultModelBatch : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DefaultModelBatch, TogetherEqualsAloneUpToNearTies) {
+  if (!model::resolve_model_path("default").ok()) GTEST_SKIP() << "no default model";
+  static std::unique_ptr<model::Model> m = std::move(*model::load_model("default"));
+  backend::CpuBackendOptions opt;
+  opt.kv_cache_bytes = 256 << 20;
+  auto be = backend::make_cpu_backend(*m, opt);
+  ASSERT_TRUE(be.ok());
+  const std::vector<std::string> texts = {
+      "The history of the printing press begins", "def quicksort(xs):", "Once upon a time, in a",
+      "The three primary colors are", "Water boils at", "List of planets: Mercury,",
+      "In 1969, astronauts", "The best way to learn a language is", "Photosynthesis is the",
+      "SELECT name FROM users WHERE", "A haiku about autumn:", "The capital of Japan is",
+      "Dear hiring manager, I am writing to", "1, 1, 2, 3, 5, 8,", "The mitochondria is",
+      "To make bread you need flour, water,"};
+  std::vector<Request> reqs;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    Request r;
+    r.id = "d" + std::to_string(i);
+    // Repeat the text so that prompts span several partitions.
+    std::string text;
+    for (size_t k = 0; k <= i % 4; ++k) text += texts[i] + " ";
+    r.prompt = m->tokenizer->encode(text, false);
+    r.sampling.temperature = 0;
+    r.sampling.logprobs = 2;
+    r.stop.max_tokens = 16;
+    r.stop.ignore_eos = true;
+    if (!GetParam().empty()) r.lagkv = *kv::LagPolicy::parse(GetParam());
+    reqs.push_back(std::move(r));
+  }
+  auto run = [&](const std::vector<Request>& batch) {
+    Engine engine(**be, *m->tokenizer, {});
+    for (const Request& r : batch) EXPECT_TRUE(engine.add_request(r).ok());
+    std::map<std::string, std::vector<SampleResult>> out;
+    while (engine.has_work()) {
+      auto outs = engine.step();
+      EXPECT_TRUE(outs.ok());
+      for (const auto& o : *outs) {
+        out[o.id].insert(out[o.id].end(), o.logprobs.begin(), o.logprobs.end());
+      }
+    }
+    EXPECT_EQ(engine.pool().n_used(), 0);
+    return out;
+  };
+  const auto together = run(reqs);
+  int n_near_ties = 0;
+  for (const Request& r : reqs) {
+    const auto alone = run({r}).at(r.id);
+    const auto& tog = together.at(r.id);
+    ASSERT_EQ(alone.size(), tog.size());
+    for (size_t t = 0; t < alone.size(); ++t) {
+      if (alone[t].token == tog[t].token) continue;
+      ASSERT_GE(alone[t].top.size(), 2u);
+      const float gap = alone[t].top[0].logprob - alone[t].top[1].logprob;
+      EXPECT_LT(gap, 1e-3) << r.id << " differs at token " << t << " without a near-tie";
+      ++n_near_ties;
+      break;  // after a flip the continuations legitimately differ
+    }
+  }
+  std::printf("[ policy '%s' ] %d of %zu sequences flipped at a near-tie\n", GetParam().c_str(),
+              n_near_ties, reqs.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Policy, DefaultModelBatch,
+                         ::testing::Values("", "sink=4,lag=16,keep=4"),
+                         [](const auto& info) { return info.param.empty() ? "off" : "on"; });
+
 TEST(Engine, CancelFreesBlocksAndReportsAbort) {
   const model::Model& m = tiny_model();
   backend::CpuBackendOptions opt;
