@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model/lagkv_fields.h"
 
 namespace lagserve::model {
 class GgufFile;
@@ -21,12 +22,7 @@ namespace lagserve::kv {
 // The fields of a policy as a spec, config.json or GGUF gives them, each
 // optional; LagPolicy::from_fields applies the defaults and the checks that
 // all three sources share.
-struct LagPolicyFields {
-  std::optional<int32_t> sink, lag, keep;
-  std::optional<double> ratio;  // keep = round(ratio * lag); not with keep
-  std::optional<float> score_v_weight;
-  std::optional<std::vector<int32_t>> skip_layers;  // any order; duplicates dropped
-};
+using LagPolicyFields = model::LagPolicyFields;
 
 struct LagPolicy {
   bool enabled = false;              // false: full attention everywhere ("off")

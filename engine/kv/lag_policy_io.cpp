@@ -1,76 +1,16 @@
 // Checkpoints carry the policy (DESIGN.md section 1): LagPolicy from and to
-// config.json's "lagkv" value, and from a GGUF file's lagkv.* metadata.
+// config.json's "lagkv" value (parsed by engine/model, which owns the JSON),
+// and from a GGUF file's lagkv.* metadata.
 #include <fmt/format.h>
 
-#include <charconv>
-#include <limits>
-#include <nlohmann/json.hpp>
+#include <climits>
 
 #include "engine/kv/lag_policy.h"
 #include "engine/model/gguf.h"
+#include "engine/model/lagkv_fields.h"
 
 namespace lagserve::kv {
 namespace {
-
-using nlohmann::json;
-
-absl::Status json_error(std::string_view key, std::string_view why) {
-  return absl::InvalidArgumentError(fmt::format("config.json: lagkv.{}: {}", key, why));
-}
-
-absl::StatusOr<int32_t> json_int32(std::string_view key, const json& v) {
-  if (!v.is_number_integer()) {
-    return json_error(key, fmt::format("expected an integer, got {}", v.dump()));
-  }
-  const bool fits = v.is_number_unsigned()
-                        ? v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
-                        : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
-  if (!fits) return json_error(key, fmt::format("{} does not fit int32", v.dump()));
-  return static_cast<int32_t>(v.get<int64_t>());
-}
-
-absl::StatusOr<LagPolicy> policy_from_json_object(const json& obj) {
-  LagPolicyFields f;
-  bool enabled = true;
-  for (const auto& [key, v] : obj.items()) {
-    if (key == "enabled") {
-      if (!v.is_boolean()) return json_error(key, fmt::format("expected a bool, got {}", v.dump()));
-      enabled = v.get<bool>();
-    } else if (key == "sink" || key == "lag" || key == "keep") {
-      absl::StatusOr<int32_t> i = json_int32(key, v);
-      if (!i.ok()) return i.status();
-      (key == "sink" ? f.sink : key == "lag" ? f.lag : f.keep) = *i;
-    } else if (key == "ratio") {
-      if (!v.is_number()) return json_error(key, fmt::format("expected a number, got {}", v.dump()));
-      f.ratio = v.get<double>();
-    } else if (key == "score_v_weight") {
-      if (!v.is_number()) return json_error(key, fmt::format("expected a number, got {}", v.dump()));
-      f.score_v_weight = static_cast<float>(v.get<double>());
-    } else if (key == "skip_layers") {
-      if (!v.is_array()) {
-        return json_error(key, fmt::format("expected an array of integers, got {}", v.dump()));
-      }
-      std::vector<int32_t> layers;
-      for (const json& e : v) {
-        absl::StatusOr<int32_t> i = json_int32(key, e);
-        if (!i.ok()) return i.status();
-        layers.push_back(*i);
-      }
-      f.skip_layers = std::move(layers);
-    } else {
-      return json_error(key,
-                        "unknown key (known: enabled, sink, lag, keep, ratio, score_v_weight, "
-                        "skip_layers)");
-    }
-  }
-  if (!enabled) return LagPolicy{};
-  absl::StatusOr<LagPolicy> p = LagPolicy::from_fields(f);
-  if (!p.ok()) {
-    return absl::InvalidArgumentError(
-        fmt::format("config.json: {}", std::string(p.status().message())));
-  }
-  return p;
-}
 
 // Any GGUF lookup error, with the key, as InvalidArgument.
 absl::Status gguf_error(const absl::Status& st) {
@@ -91,40 +31,21 @@ absl::StatusOr<int32_t> gguf_int32(const model::GgufFile& g, const std::string& 
 
 absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_config_json(
     const std::string& json_text) {
-  const json doc = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return absl::InvalidArgumentError("config.json: not valid JSON");
-  if (!doc.is_object()) return absl::InvalidArgumentError("config.json: not a JSON object");
-  const auto it = doc.find("lagkv");
-  if (it == doc.end() || it->is_null()) return std::optional<LagPolicy>();
-  if (it->is_boolean()) {
-    if (!it->get<bool>()) return std::optional<LagPolicy>(LagPolicy{});
-    absl::StatusOr<LagPolicy> p = LagPolicy::from_fields({});
-    if (!p.ok()) return p.status();
-    return std::optional<LagPolicy>(*std::move(p));
+  absl::StatusOr<std::optional<model::LagkvRecord>> rec = model::lagkv_from_config_json(json_text);
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value()) return std::optional<LagPolicy>();
+  if (!(*rec)->enabled) return std::optional<LagPolicy>(LagPolicy{});
+  absl::StatusOr<LagPolicy> p = LagPolicy::from_fields((*rec)->fields);
+  if (!p.ok()) {
+    return absl::InvalidArgumentError(
+        fmt::format("config.json: {}", std::string(p.status().message())));
   }
-  if (!it->is_object()) {
-    return absl::InvalidArgumentError(fmt::format(
-        "config.json: lagkv must be an object, true or false, got {}", it->dump()));
-  }
-  absl::StatusOr<LagPolicy> p = policy_from_json_object(*it);
-  if (!p.ok()) return p.status();
   return std::optional<LagPolicy>(*std::move(p));
 }
 
 std::string lag_policy_to_config_json(const LagPolicy& policy) {
-  if (!policy.enabled) return "false";
-  // w goes through its shortest decimal form, so the file says 0.1 rather than
-  // 0.10000000149011612, and reading it back as a double gives the same float.
-  const std::string w_text = fmt::format("{}", policy.score_v_weight);
-  double w = 0;
-  std::from_chars(w_text.data(), w_text.data() + w_text.size(), w);
-  nlohmann::ordered_json obj;
-  obj["sink"] = policy.sink;
-  obj["lag"] = policy.lag;
-  obj["keep"] = policy.keep;
-  obj["score_v_weight"] = w;
-  obj["skip_layers"] = policy.skip_layers;
-  return obj.dump();
+  return model::lagkv_to_config_json(policy.enabled, policy.sink, policy.lag, policy.keep,
+                                     policy.score_v_weight, policy.skip_layers);
 }
 
 absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_gguf(const model::GgufFile& gguf) {
