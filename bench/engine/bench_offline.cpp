@@ -137,22 +137,8 @@ int main(int argc, char** argv) {
     for (int b = 0; b < n; b += 512) {
       const int c = std::min(512, n - b);
       if (!cache.reserve(pool, c).ok()) std::abort();
-      backend::SequenceStep s;
-      s.tokens = std::span(toks).subspan(b, c);
-      s.first_position = cache.logical_len();
-      if (cache.has_full()) {
-        s.cache_len = cache.full().cache_len();
-        s.block_table = cache.full().block_table();
-      }
-      if (cache.has_compressed()) {
-        s.policy = &cache.policy();
-        s.lag_cache_len = cache.compressed().cache_len();
-        s.lag_block_table = cache.compressed().block_table();
-        s.compressed_before = cache.compressed_partitions();
-        s.compressed_after = cache.compressed_after(c);
-      }
       backend::StepBatch batch;
-      batch.seqs.push_back(s);
+      batch.seqs.push_back(backend::SequenceStep::from_cache(cache, std::span(toks).subspan(b, c)));
       if (!(*be)->step(batch).ok()) std::abort();
       cache.advance(pool, c);
     }

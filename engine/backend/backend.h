@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/lag_policy.h"
+#include "engine/kv/sequence_cache.h"
 #include "engine/model/model_config.h"
 
 namespace lagserve::backend {
@@ -43,6 +44,30 @@ struct SequenceStep {
     s.cache_len = cache_len;
     s.block_table = block_table;
     s.all_logits = all_logits;
+    return s;
+  }
+
+  // The step that runs `tokens` next for a sequence with this cache: its
+  // groups' lengths and block tables, and the compactions the step makes due.
+  // Precondition: cache.reserve(pool, tokens.size()) succeeded.
+  static SequenceStep from_cache(const kv::SequenceCache& cache, std::span<const int32_t> tokens,
+                                 bool all_logits = false, bool trace_evictions = false) {
+    SequenceStep s;
+    s.tokens = tokens;
+    s.first_position = cache.logical_len();
+    s.all_logits = all_logits;
+    if (cache.has_full()) {
+      s.cache_len = cache.full().cache_len();
+      s.block_table = cache.full().block_table();
+    }
+    if (cache.has_compressed()) {
+      s.policy = &cache.policy();
+      s.lag_cache_len = cache.compressed().cache_len();
+      s.lag_block_table = cache.compressed().block_table();
+      s.compressed_before = cache.compressed_partitions();
+      s.compressed_after = cache.compressed_after(static_cast<int32_t>(tokens.size()));
+      s.trace_evictions = trace_evictions;
+    }
     return s;
   }
 

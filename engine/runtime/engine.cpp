@@ -126,23 +126,9 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
   batch.seqs.reserve(plan.seqs.size());
   for (const ScheduledSeq& s : plan.seqs) {
     Sequence& seq = *s.seq;
-    const kv::SequenceCache& cache = seq.cache;
-    backend::SequenceStep step;
-    step.tokens = std::span<const int32_t>(seq.tokens).subspan(seq.n_computed(), s.n_tokens);
-    step.first_position = seq.n_computed();
-    if (cache.has_full()) {
-      step.cache_len = cache.full().cache_len();
-      step.block_table = cache.full().block_table();
-    }
-    if (cache.has_compressed()) {
-      step.policy = &cache.policy();
-      step.lag_cache_len = cache.compressed().cache_len();
-      step.lag_block_table = cache.compressed().block_table();
-      step.compressed_before = cache.compressed_partitions();
-      step.compressed_after = cache.compressed_after(s.n_tokens);
-      step.trace_evictions = static_cast<bool>(config_.on_eviction);
-    }
-    batch.seqs.push_back(step);
+    batch.seqs.push_back(backend::SequenceStep::from_cache(
+        seq.cache, std::span<const int32_t>(seq.tokens).subspan(seq.n_computed(), s.n_tokens),
+        /*all_logits=*/false, /*trace_evictions=*/static_cast<bool>(config_.on_eviction)));
   }
   LAGSERVE_ASSIGN_OR_RETURN(backend::StepOutput result, backend_.step(batch));
   for (const backend::EvictionRecord& e : result.evictions) {

@@ -176,6 +176,40 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
   }
 }
 
+void paged_attention_batch(const PagedKv& kv, const AttentionItem* items, int32_t n_items,
+                           int64_t q_row_stride, int32_t n_heads, float scale, ThreadPool* pool) {
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const int32_t D = kv.head_dim;
+  // Jobs: (item, query, kv head), numbered item by item.
+  std::vector<int64_t> first_job(n_items + 1, 0);
+  int32_t max_ctx = 0;
+  for (int32_t it = 0; it < n_items; ++it) {
+    first_job[it + 1] = first_job[it] + static_cast<int64_t>(items[it].n_q) * kv.n_kv_heads;
+    max_ctx = std::max(max_ctx, items[it].ctx_first + items[it].n_q);
+  }
+  auto run = [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(max_ctx) * group), inv(group);
+    int32_t it = static_cast<int32_t>(
+        std::upper_bound(first_job.begin(), first_job.end(), begin) - first_job.begin() - 1);
+    for (int64_t job = begin; job < end; ++job) {
+      while (job >= first_job[it + 1]) ++it;
+      const AttentionItem& item = items[it];
+      const int64_t local = job - first_job[it];
+      const int32_t i = static_cast<int32_t>(local / kv.n_kv_heads);
+      const int32_t kvh = static_cast<int32_t>(local % kv.n_kv_heads);
+      attend_group(kv, item.block_table, item.ctx_first + i,
+                   item.q + i * q_row_stride + kvh * group * D, group, kvh, scale, nullptr, i,
+                   scores.data(), inv.data(),
+                   item.out + (static_cast<int64_t>(i) * n_heads + kvh * group) * D);
+    }
+  };
+  if (pool) {
+    pool->parallel_for(first_job[n_items], run);
+  } else {
+    run(0, first_job[n_items]);
+  }
+}
+
 void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                                const float* q, int64_t q_row_stride, float* out, int32_t n_q,
                                int32_t n_heads, float scale, const PartitionMask* mask) {

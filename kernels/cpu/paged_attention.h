@@ -58,6 +58,19 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
                      int32_t n_heads, float scale, ThreadPool* pool,
                      const PartitionMask* mask = nullptr);
 
+// Several sequences' few-query attention (decode) in one parallel loop over
+// (sequence, query, KV head), so that small steps of many sequences keep every
+// thread busy. Same arguments per item as paged_attention, without masks.
+struct AttentionItem {
+  const int32_t* block_table = nullptr;
+  int32_t ctx_first = 0;
+  const float* q = nullptr;
+  float* out = nullptr;
+  int32_t n_q = 0;
+};
+void paged_attention_batch(const PagedKv& kv, const AttentionItem* items, int32_t n_items,
+                           int64_t q_row_stride, int32_t n_heads, float scale, ThreadPool* pool);
+
 // Plain reference: walks the block table one token at a time, in double.
 void paged_attention_reference(const PagedKv& kv, const int32_t* block_table, int32_t ctx_first,
                                const float* q, int64_t q_row_stride, float* out, int32_t n_q,

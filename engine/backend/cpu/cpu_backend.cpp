@@ -47,6 +47,11 @@ class CpuBackend final : public Backend {
   absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
 
  private:
+  void check_table(int32_t layer, const SequenceStep& s, bool lag, int64_t entries) const {
+    LAGSERVE_CHECK(static_cast<int64_t>(lag ? s.lag_block_table.size() : s.block_table.size()) *
+                           opt_.block_size >= entries,
+                   "layer {}: block table cannot hold {} entries", layer, entries);
+  }
   // Attention of one sequence in one layer over its cache group; with due
   // LagKV partitions, scores them, masks, and compacts afterwards.
   void attend_sequence(int32_t layer, int32_t seq_index, const SequenceStep& s, const float* qkv,
@@ -66,7 +71,12 @@ class CpuBackend final : public Backend {
   // Scratch, grown to the largest step seen.
   std::vector<float> x_, h_, qkv_, attn_, gate_up_, act_, out_rows_;
   std::vector<int32_t> positions_;
+  std::vector<k::AttentionItem> decode_items_;
 };
+
+// Sequences with at most this many new tokens go through the batched decode
+// attention (the GEMM path takes over above, see paged_attention.cpp).
+constexpr int32_t kDecodeBatchMaxTokens = 4;
 
 absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
   const auto& w = model_.weights;
@@ -118,13 +128,30 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
                  cfg_.rope_inv_freq.data());
     k::rope_neox(qkv_.data() + q_dim, T, qkv_dim, cfg_.n_kv_heads, cfg_.head_dim,
                  positions_.data(), cfg_.rope_inv_freq.data());
+    // Sequences with a few new tokens and nothing to compact (decode) share
+    // one parallel attention loop; the others run one by one.
+    const k::PagedKv kv = layer_kv(l);
+    decode_items_.clear();
     int64_t r = 0;
     for (size_t si = 0; si < batch.seqs.size(); ++si) {
       const SequenceStep& s = batch.seqs[si];
-      attend_sequence(l, static_cast<int32_t>(si), s, qkv_.data() + r * qkv_dim,
-                      attn_.data() + r * q_dim, out);
-      r += static_cast<int64_t>(s.tokens.size());
+      const int32_t n = static_cast<int32_t>(s.tokens.size());
+      const bool lag = s.compressed_layer(l);
+      float* row = qkv_.data() + r * qkv_dim;
+      if (n <= kDecodeBatchMaxTokens && (!lag || s.compressed_after == s.compressed_before)) {
+        const int32_t* table = lag ? s.lag_block_table.data() : s.block_table.data();
+        const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
+        check_table(l, s, lag, cache_len + n);
+        k::paged_kv_write(kv, table, cache_len, n, row + q_dim, row + q_dim + kv_dim, qkv_dim);
+        decode_items_.push_back({table, cache_len + 1, row, attn_.data() + r * q_dim, n});
+      } else {
+        attend_sequence(l, static_cast<int32_t>(si), s, row, attn_.data() + r * q_dim, out);
+      }
+      r += n;
     }
+    k::paged_attention_batch(kv, decode_items_.data(), static_cast<int32_t>(decode_items_.size()),
+                             qkv_dim, cfg_.n_heads,
+                             1.0f / std::sqrt(static_cast<float>(cfg_.head_dim)), &pool_);
     k::matmul_nt(attn_.data(), L.wo.data(), x_.data(), T, d, q_dim, /*accumulate=*/true);
     // MLP block.
     k::rmsnorm(x_.data(), L.ffn_norm.data(), h_.data(), T, d, cfg_.rms_eps);
@@ -164,9 +191,7 @@ void CpuBackend::attend_sequence(int32_t layer, int32_t seq_index, const Sequenc
   const bool lag = s.compressed_layer(layer);
   const int32_t* table = lag ? s.lag_block_table.data() : s.block_table.data();
   const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
-  LAGSERVE_CHECK(static_cast<int64_t>(lag ? s.lag_block_table.size() : s.block_table.size()) *
-                         opt_.block_size >= cache_len + n,
-                 "layer {}: block table cannot hold {} entries", layer, cache_len + n);
+  check_table(layer, s, lag, cache_len + n);
   k::paged_kv_write(kv, table, cache_len, n, qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim);
   const int32_t n_due = lag ? s.compressed_after - s.compressed_before : 0;
   if (n_due <= 0) {

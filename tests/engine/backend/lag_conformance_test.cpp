@@ -134,24 +134,10 @@ ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids
   for (size_t b = 0; b < ids.size(); b += chunk) {
     const int n = static_cast<int>(std::min<size_t>(chunk, ids.size() - b));
     EXPECT_TRUE(cache.reserve(pool, n).ok());
-    backend::SequenceStep s;
-    s.tokens = std::span(ids).subspan(b, n);
-    s.first_position = cache.logical_len();
-    s.all_logits = true;
-    if (cache.has_full()) {
-      s.cache_len = cache.full().cache_len();
-      s.block_table = cache.full().block_table();
-    }
-    if (cache.has_compressed()) {
-      s.policy = &cache.policy();
-      s.lag_cache_len = cache.compressed().cache_len();
-      s.lag_block_table = cache.compressed().block_table();
-      s.compressed_before = cache.compressed_partitions();
-      s.compressed_after = cache.compressed_after(n);
-      s.trace_evictions = true;
-    }
     backend::StepBatch batch;
-    batch.seqs.push_back(s);
+    batch.seqs.push_back(backend::SequenceStep::from_cache(cache, std::span(ids).subspan(b, n),
+                                                           /*all_logits=*/true,
+                                                           /*trace_evictions=*/true));
     auto out = (*be)->step(batch);
     EXPECT_TRUE(out.ok()) << out.status();
     for (int i = 0; i < n; ++i) {
