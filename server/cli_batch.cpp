@@ -138,6 +138,7 @@ int run_batch(const GenerateArgs& args) {
     std::vector<int32_t> tokens;
     std::string text;
     int32_t n_prompt = 0;
+    json logprobs = json::array();  // per generated token, when asked for
   };
   std::vector<Result> results;
   std::map<std::string, size_t> index;
@@ -160,7 +161,8 @@ int run_batch(const GenerateArgs& args) {
           fmt::format("{}: line {}: duplicate id '{}'", args.prompts_file, line, req->id)));
     }
     index[req->id] = results.size();
-    results.push_back({req->id, json::object(), {}, {}, static_cast<int32_t>(req->prompt.size())});
+    results.push_back({req->id, json::object(), {}, {}, static_cast<int32_t>(req->prompt.size()),
+                       json::array()});
     n_prompt_tokens += static_cast<int64_t>(req->prompt.size());
     const std::string id = req->id;
     if (absl::Status s = engine.add_request(std::move(*req)); !s.ok()) {
@@ -178,6 +180,11 @@ int run_batch(const GenerateArgs& args) {
       Result& r = results[index.at(o.id)];
       r.text += o.text;
       r.tokens.insert(r.tokens.end(), o.tokens.begin(), o.tokens.end());
+      for (const runtime::SampleResult& lp : o.logprobs) {
+        json top = json::array();
+        for (const runtime::TokenLogprob& t : lp.top) top.push_back({{"token", t.token}, {"logprob", t.logprob}});
+        r.logprobs.push_back({{"token", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+      }
       n_generated += static_cast<int64_t>(o.tokens.size());
       if (o.finished()) {
         r.out = json{{"id", r.id},
@@ -188,6 +195,7 @@ int run_batch(const GenerateArgs& args) {
                      {"usage", {{"prompt_tokens", r.n_prompt},
                                 {"completion_tokens", static_cast<int>(r.tokens.size())}}},
                      {"num_preemptions", o.n_preemptions}};
+        if (!r.logprobs.empty()) r.out["logprobs"] = r.logprobs;
         if (!o.error.empty()) r.out["error"] = o.error;
       }
     }

@@ -152,7 +152,8 @@ TEST_F(Cli, BatchModeWritesResultsAndEvictionTrace) {
                         "{\"prompt_token_ids\": [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "
                         "\"max_tokens\": 25, \"ignore_eos\": true, \"lagkv\": \"off\"}\n"
                         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
-                        "\"max_tokens\": 20, \"ignore_eos\": true, \"temperature\": 0.7, \"seed\": 3}\n");
+                        "\"max_tokens\": 20, \"ignore_eos\": true, \"temperature\": 0.7, \"seed\": 3, "
+                        "\"logprobs\": 2}\n");
   const auto out = dir_ / "out.jsonl", trace = dir_ / "trace.jsonl";
   const CliRun r = run("generate --model " + (kSource / "tests/golden/models/tiny-llama").string() +
                        " --threads 1 --lagkv sink=2,lag=4,keep=1 --prompts " + in.string() +
@@ -172,6 +173,18 @@ TEST_F(Cli, BatchModeWritesResultsAndEvictionTrace) {
     EXPECT_EQ(rows[i]["finish_reason"], "length");
     EXPECT_EQ(rows[i]["token_ids"].size(), static_cast<size_t>(want_tokens[i]));
   }
+  // Logprobs of the sampled tokens, with the top 2 sorted, all <= 0.
+  ASSERT_EQ(rows[2]["logprobs"].size(), 20u);
+  for (size_t t = 0; t < 20; ++t) {
+    const auto& lp = rows[2]["logprobs"][t];
+    EXPECT_EQ(lp["token"], rows[2]["token_ids"][t]);
+    EXPECT_LE(lp["logprob"].get<double>(), 0.0);
+    ASSERT_EQ(lp["top_logprobs"].size(), 2u);
+    EXPECT_GE(lp["top_logprobs"][0]["logprob"].get<double>(),
+              lp["top_logprobs"][1]["logprob"].get<double>());
+    EXPECT_GE(lp["top_logprobs"][0]["logprob"].get<double>(), lp["logprob"].get<double>());
+  }
+  EXPECT_FALSE(rows[0].contains("logprobs"));
   std::ifstream tf(trace);
   int n_records = 0;
   for (std::string line; std::getline(tf, line);) {
@@ -186,6 +199,28 @@ TEST_F(Cli, BatchModeWritesResultsAndEvictionTrace) {
   }
   // Request "a" compresses partitions 0 .. floor((n - 2) / 4) - 2 in both layers and KV heads.
   EXPECT_GT(n_records, 0);
+}
+
+// Without --lagkv the checkpoint's policy ("lagkv" in config.json) applies;
+// --lagkv off overrides it.
+TEST_F(Cli, CheckpointPolicyIsTheDefault) {
+  const fs::path d = dir_ / "hf";
+  fs::copy(kSource / "tests/golden/models/tiny-llama", d);
+  std::string cfg = slurp(d / "config.json");
+  cfg.insert(cfg.find('{') + 1, "\n  \"lagkv\": {\"sink\": 2, \"lag\": 4, \"keep\": 1},");
+  std::ofstream(d / "config.json") << cfg;
+  const auto trace = dir_ / "trace.jsonl";
+  const std::string base = "generate --model " + d.string() +
+                           " --prompt 'Paragraph 1. People have long written' --max-tokens 20 "
+                           "--ignore-eos --threads 1 --trace-evictions " + trace.string();
+  CliRun r = run(base);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("KV policy sink=2,lag=4,keep=1"), std::string::npos) << r.err;
+  EXPECT_FALSE(slurp(trace).empty());
+  r = run(base + " --lagkv off");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("KV policy off"), std::string::npos) << r.err;
+  EXPECT_TRUE(slurp(trace).empty());
 }
 
 TEST_F(Cli, BatchModeRejectsBadLinesWithOneErrorLine) {
