@@ -67,6 +67,7 @@ int run_generate(const GenerateArgs& args) {
     }
   }
   std::fputc('\n', stdout);
+  std::fflush(stdout);  // before the stats line on stderr
   const double prefill_s = std::chrono::duration<double>(t_first - t0).count();
   const double decode_s = std::chrono::duration<double>(clock::now() - t_first).count();
   const int n_decoded = std::max(0, n_out - 1);
