@@ -17,19 +17,6 @@ const float* row_at(const float* pool, const PagedKv& kv, const int32_t* block_t
                                index % kv.block_size);
 }
 
-// Sum with kLanes independent accumulators (fixed order, vectorises).
-float sum_vec(const float* x, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l];
-  }
-  float s = 0;
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  for (; i < n; ++i) s += x[i];
-  return s;
-}
-
 // s_out[i] = softmax over i of the normalised std of cur row i, for one of K
 // or V (pool). scratch: 4 * head_dim floats.
 void score_one(const float* pool, const PagedKv& kv, const int32_t* block_table,

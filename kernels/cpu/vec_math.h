@@ -59,9 +59,7 @@ inline float max_vec(const float* x, int64_t n) {
   return m;
 }
 
-// x[i] = exp(x[i] - shift); returns the sum of the new values.
-inline float exp_shift_sum(float* x, int64_t n, float shift) {
-  for (int64_t i = 0; i < n; ++i) x[i] = exp_vec(x[i] - shift);
+inline float sum_vec(const float* x, int64_t n) {
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -71,6 +69,12 @@ inline float exp_shift_sum(float* x, int64_t n, float shift) {
   for (int l = 0; l < kLanes; ++l) s += acc[l];
   for (; i < n; ++i) s += x[i];
   return s;
+}
+
+// x[i] = exp(x[i] - shift); returns the sum of the new values.
+inline float exp_shift_sum(float* x, int64_t n, float shift) {
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_vec(x[i] - shift);
+  return sum_vec(x, n);
 }
 
 }  // namespace lagserve::kernels
