@@ -91,11 +91,13 @@ TEST_P(PagedAttention, MatchesReferenceAndDense) {
 
 // With a partition mask: fast path equals the reference, and keys hidden from
 // every query have no influence at all (overwriting them changes nothing).
-TEST_P(PagedAttention, PartitionMaskHidesKeys) {
+class PagedAttentionMask : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(PagedAttentionMask, PartitionMaskHidesKeys) {
   const Shape s = GetParam();
   const int total = s.cache_len + s.n_new;
   const int lag = 3, n_part = std::min(2, total / lag);
-  if (n_part == 0) GTEST_SKIP() << "too short for a partition";
+  ASSERT_GT(n_part, 0) << "shape too short for a partition";
   std::mt19937 rng(s.head_dim * 17 + total);
   std::normal_distribution<float> nd(0.f, 1.f);
   const int n_blocks = (total + s.block_size - 1) / s.block_size + 1;
@@ -115,7 +117,7 @@ TEST_P(PagedAttention, PartitionMaskHidesKeys) {
   PartitionMask mask;
   mask.begin = std::max(0, s.cache_len - lag);
   mask.n_partitions = std::min(n_part, (total - mask.begin) / lag);
-  if (mask.n_partitions == 0) GTEST_SKIP();
+  ASSERT_GT(mask.n_partitions, 0);
   mask.lag = lag;
   std::vector<uint8_t> selected(static_cast<size_t>(s.n_kv_heads) * mask.n_partitions * lag);
   for (auto& b : selected) b = rng() % 3 == 0;
@@ -160,6 +162,13 @@ TEST_P(PagedAttention, PartitionMaskHidesKeys) {
   }
   if (s.n_new > 1) EXPECT_GT(n_checked, 0);
 }
+
+// The shapes above with room for at least one partition of 3 keys.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, PagedAttentionMask,
+    ::testing::Values(Shape{4, 4, 16, 16, 0, 37}, Shape{9, 3, 64, 16, 100, 1},
+                      Shape{9, 3, 64, 16, 33, 20}, Shape{8, 2, 32, 7, 50, 13},
+                      Shape{12, 2, 128, 32, 300, 5}, Shape{2, 1, 8, 3, 0, 64}));
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttention,
