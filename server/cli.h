@@ -1,6 +1,7 @@
 // Subcommands of the lagserve binary.
 #pragma once
 
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model/chat_template.h"
 #include "engine/model/model.h"
+#include "engine/runtime/request.h"
 #include "server/engine_setup.h"
 
 namespace lagserve::cli {
@@ -44,6 +46,15 @@ int run_tokenize(const TokenizeArgs& args);
 
 // "lagserve: error: <message>" on stderr; returns 1.
 int fail(const absl::Status& status);
+
+// A request with the sampling and stop settings of the flags (batch lines
+// override them field by field). --seed seeds the engine, not each request.
+runtime::Request request_from_flags(const GenerateArgs& args);
+
+// With --trace-evictions, opens the file and points config.on_eviction at it
+// (one JSON line per compaction). `out` must outlive the engine.
+absl::Status open_eviction_trace(const std::string& path, std::ofstream& out,
+                                 runtime::EngineConfig& config);
 
 // Token ids of a prompt: plain text, or chat messages through the model's
 // template (override_format when the template is not recognised).

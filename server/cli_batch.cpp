@@ -40,12 +40,9 @@ absl::Status read_field(const json& j, const char* key, T& out, int line) {
 absl::StatusOr<runtime::Request> parse_request(const json& j, int line, const model::Model& m,
                                                const GenerateArgs& args) {
   if (!j.is_object()) return absl::InvalidArgumentError(fmt::format("line {}: not a JSON object", line));
-  runtime::Request r;
+  runtime::Request r = request_from_flags(args);
   r.id = std::to_string(line);
   LAGSERVE_RETURN_IF_ERROR(read_field(j, "id", r.id, line));
-  r.sampling.temperature = args.temperature;
-  r.stop.max_tokens = args.max_tokens;
-  r.stop.ignore_eos = args.ignore_eos;
   if (j.contains("prompt_token_ids")) {
     LAGSERVE_RETURN_IF_ERROR(read_field(j, "prompt_token_ids", r.prompt, line));
   } else if (j.contains("messages")) {
@@ -120,15 +117,8 @@ int run_batch(const GenerateArgs& args) {
   const model::Model& m = *parts->model;
 
   std::ofstream trace;
-  if (!args.trace_evictions.empty()) {
-    trace.open(args.trace_evictions);
-    if (!trace) return fail(absl::InvalidArgumentError("cannot write " + args.trace_evictions));
-    parts->config.on_eviction = [&](const std::string& id, const backend::EvictionRecord& e) {
-      trace << json{{"request", id}, {"layer", e.layer}, {"kv_head", e.kv_head},
-                    {"partition", e.partition}, {"kept", e.kept_positions}}
-                   .dump()
-            << "\n";
-    };
+  if (absl::Status st = open_eviction_trace(args.trace_evictions, trace, parts->config); !st.ok()) {
+    return fail(st);
   }
   runtime::Engine engine(*parts->backend, *m.tokenizer, parts->config);
 

@@ -4,7 +4,6 @@
 #include <fstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "engine/runtime/engine.h"
 #include "server/cli.h"
@@ -23,28 +22,14 @@ int run_generate(const GenerateArgs& args) {
   if (!prompt.ok()) return fail(prompt.status());
 
   std::ofstream trace;
-  if (!args.trace_evictions.empty()) {
-    trace.open(args.trace_evictions);
-    if (!trace) return fail(absl::InvalidArgumentError("cannot write " + args.trace_evictions));
-    parts->config.on_eviction = [&](const std::string& id, const backend::EvictionRecord& e) {
-      trace << nlohmann::json{{"request", id}, {"layer", e.layer}, {"kv_head", e.kv_head},
-                              {"partition", e.partition}, {"kept", e.kept_positions}}
-                   .dump()
-            << "\n";
-    };
+  if (absl::Status st = open_eviction_trace(args.trace_evictions, trace, parts->config); !st.ok()) {
+    return fail(st);
   }
   runtime::Engine engine(*parts->backend, *m.tokenizer, parts->config);
-  runtime::Request req;
+  runtime::Request req = request_from_flags(args);
   req.id = "0";
   req.prompt = std::move(*prompt);
-  req.sampling.temperature = args.temperature;
-  req.sampling.top_p = args.top_p;
-  req.sampling.top_k = args.top_k;
-  req.sampling.min_p = args.min_p;
   req.sampling.seed = args.seed;
-  req.stop.max_tokens = args.max_tokens;
-  req.stop.stop = args.stop;
-  req.stop.ignore_eos = args.ignore_eos;
   if (absl::Status s = engine.add_request(std::move(req)); !s.ok()) return fail(s);
 
   using clock = std::chrono::steady_clock;

@@ -155,25 +155,8 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
                          pool, mask);
     return;
   }
-  const int32_t group = n_heads / kv.n_kv_heads;
-  const int32_t D = kv.head_dim;
-  auto run = [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(ctx_first + n_q) * group), inv(group);
-    for (int64_t job = begin; job < end; ++job) {
-      const int32_t i = static_cast<int32_t>(job / kv.n_kv_heads);
-      const int32_t kvh = static_cast<int32_t>(job % kv.n_kv_heads);
-      // Query heads kvh*group .. are contiguous in q and in out.
-      attend_group(kv, block_table, ctx_first + i, q + i * q_row_stride + kvh * group * D, group,
-                   kvh, scale, mask, i, scores.data(), inv.data(),
-                   out + (static_cast<int64_t>(i) * n_heads + kvh * group) * D);
-    }
-  };
-  const int64_t n_jobs = static_cast<int64_t>(n_q) * kv.n_kv_heads;
-  if (pool) {
-    pool->parallel_for(n_jobs, run);
-  } else {
-    run(0, n_jobs);
-  }
+  const AttentionItem item{block_table, ctx_first, q, out, n_q, mask};
+  paged_attention_batch(kv, &item, 1, q_row_stride, n_heads, scale, pool);
 }
 
 void paged_attention_batch(const PagedKv& kv, const AttentionItem* items, int32_t n_items,
@@ -198,7 +181,7 @@ void paged_attention_batch(const PagedKv& kv, const AttentionItem* items, int32_
       const int32_t i = static_cast<int32_t>(local / kv.n_kv_heads);
       const int32_t kvh = static_cast<int32_t>(local % kv.n_kv_heads);
       attend_group(kv, item.block_table, item.ctx_first + i,
-                   item.q + i * q_row_stride + kvh * group * D, group, kvh, scale, nullptr, i,
+                   item.q + i * q_row_stride + kvh * group * D, group, kvh, scale, item.mask, i,
                    scores.data(), inv.data(),
                    item.out + (static_cast<int64_t>(i) * n_heads + kvh * group) * D);
     }

@@ -60,13 +60,15 @@ void paged_attention(const PagedKv& kv, const int32_t* block_table, int32_t ctx_
 
 // Several sequences' few-query attention (decode) in one parallel loop over
 // (sequence, query, KV head), so that small steps of many sequences keep every
-// thread busy. Same arguments per item as paged_attention, without masks.
+// thread busy. Same arguments per item as paged_attention. Every item takes
+// the per-query path, whatever its n_q (meant for a few queries each).
 struct AttentionItem {
   const int32_t* block_table = nullptr;
   int32_t ctx_first = 0;
   const float* q = nullptr;
   float* out = nullptr;
   int32_t n_q = 0;
+  const PartitionMask* mask = nullptr;
 };
 void paged_attention_batch(const PagedKv& kv, const AttentionItem* items, int32_t n_items,
                            int64_t q_row_stride, int32_t n_heads, float scale, ThreadPool* pool);

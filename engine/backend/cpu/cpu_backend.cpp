@@ -143,7 +143,7 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
         const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
         check_table(l, s, lag, cache_len + n);
         k::paged_kv_write(kv, table, cache_len, n, row + q_dim, row + q_dim + kv_dim, qkv_dim);
-        decode_items_.push_back({table, cache_len + 1, row, attn_.data() + r * q_dim, n});
+        decode_items_.push_back({table, cache_len + 1, row, attn_.data() + r * q_dim, n, nullptr});
       } else {
         attend_sequence(l, static_cast<int32_t>(si), s, row, attn_.data() + r * q_dim, out);
       }
