@@ -13,6 +13,7 @@ APT_PACKAGES=(
   python3 python3-pip python3-venv
   libopenblas-dev libpcre2-dev libabsl-dev libfmt-dev libspdlog-dev libcli11-dev
   nlohmann-json3-dev libcpp-httplib-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()

@@ -33,6 +33,23 @@ struct GenerateArgs {
   std::string trace_evictions;  // JSONL of kept positions per compaction
 };
 
+struct ServeArgs {
+  EngineArgs engine;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  int grpc_port = 50051;               // -1: no gRPC server
+  std::string api_key;                 // "" : none
+  std::string api_key_file;
+  int max_queued_requests = 256;
+  int max_model_len = 0;               // 0: the model's context
+  int max_n = 16;
+  std::string served_model_name;
+  std::optional<std::string> chat_template;
+  double drain_timeout_s = 30;
+  int max_body_mb = 8;
+  std::string log_level = "info";
+};
+
 struct TokenizeArgs {
   std::string model = "default";
   std::string text;
@@ -43,6 +60,8 @@ struct TokenizeArgs {
 int run_generate(const GenerateArgs& args);
 int run_batch(const GenerateArgs& args);
 int run_tokenize(const TokenizeArgs& args);
+// Serves HTTP and gRPC until SIGTERM/SIGINT, then drains; 0 after a clean drain.
+int run_serve(const ServeArgs& args);
 
 // "lagserve: error: <message>" on stderr; returns 1.
 int fail(const absl::Status& status);

@@ -1,5 +1,5 @@
-// The lagserve binary: `generate` (one prompt, or a JSONL batch) and
-// `tokenize` (the HTTP/gRPC server joins them later).
+// The lagserve binary: `serve` (OpenAI-compatible HTTP and gRPC), `generate`
+// (one prompt, or a JSONL batch) and `tokenize`.
 #include <CLI/CLI.hpp>
 
 #include "server/cli.h"
@@ -54,6 +54,49 @@ int main(int argc, char** argv) {
   g->add_option("--trace-evictions", gen.trace_evictions,
                 "Write the positions kept by every KV compaction (JSONL)");
 
+  lagserve::cli::ServeArgs srv;
+  CLI::App* sv = app.add_subcommand(
+      "serve", "Serve the OpenAI-compatible HTTP API and the gRPC API (flags also read LAGSERVE_*)");
+  add_engine_options(sv, srv.engine);
+  sv->get_option("--model")->envname("LAGSERVE_MODEL");
+  sv->get_option("--lagkv")->envname("LAGSERVE_LAGKV");
+  sv->get_option("--threads")->envname("LAGSERVE_THREADS");
+  sv->get_option("--kv-cache-mb")->envname("LAGSERVE_KV_CACHE_MB");
+  sv->add_option("--host", srv.host, "Address to bind (loopback by default)")
+      ->capture_default_str()->envname("LAGSERVE_HOST");
+  sv->add_option("--port", srv.port, "HTTP port")
+      ->capture_default_str()->envname("LAGSERVE_PORT")->check(CLI::Range(0, 65535));
+  sv->add_option("--grpc-port", srv.grpc_port, "gRPC port (-1: no gRPC)")
+      ->capture_default_str()->envname("LAGSERVE_GRPC_PORT")->check(CLI::Range(-1, 65535));
+  auto* key = sv->add_option("--api-key", srv.api_key,
+                             "Require 'Authorization: Bearer KEY' (all paths but /health)")
+                  ->envname("LAGSERVE_API_KEY");
+  sv->add_option("--api-key-file", srv.api_key_file, "Read the API key from the first line of F")
+      ->envname("LAGSERVE_API_KEY_FILE")->excludes(key)->check(CLI::ExistingFile);
+  sv->add_option("--max-queued-requests", srv.max_queued_requests,
+                 "Requests waiting for the engine before new ones get 429")
+      ->capture_default_str()->envname("LAGSERVE_MAX_QUEUED_REQUESTS")
+      ->check(CLI::PositiveNumber);
+  sv->add_option("--max-model-len", srv.max_model_len,
+                 "Longest prompt + output in tokens (0: the model's context)")
+      ->capture_default_str()->envname("LAGSERVE_MAX_MODEL_LEN")->check(CLI::NonNegativeNumber);
+  sv->add_option("--max-n", srv.max_n, "Most choices (n) per request")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  sv->add_option("--served-model-name", srv.served_model_name,
+                 "Model name in the API (default: the file or folder name)")
+      ->envname("LAGSERVE_SERVED_MODEL_NAME");
+  sv->add_option("--chat-template", srv.chat_template,
+                 "Chat template to use when the model's is not recognised")
+      ->check(CLI::IsMember({"chatml", "llama3"}));
+  sv->add_option("--drain-timeout", srv.drain_timeout_s,
+                 "Seconds to let running requests finish after SIGTERM")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  sv->add_option("--max-body-mb", srv.max_body_mb, "Largest request body (MiB); larger get 413")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  sv->add_option("--log-level", srv.log_level, "trace, debug, info, warn, error")
+      ->capture_default_str()->envname("LAGSERVE_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
   lagserve::cli::TokenizeArgs tok;
   CLI::App* t = app.add_subcommand("tokenize", "Print the token ids of TEXT as JSON");
   t->add_option("--model,-m", tok.model, "GGUF file, Hugging Face folder, or 'default'")
@@ -63,6 +106,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   gen.engine.seed = gen.seed.value_or(0);
+  if (sv->parsed()) return lagserve::cli::run_serve(srv);
   if (g->parsed()) {
     return gen.prompts_file.empty() ? lagserve::cli::run_generate(gen)
                                     : lagserve::cli::run_batch(gen);

@@ -3,23 +3,39 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace lagserve::runtime {
 
 std::optional<RequestOutput> RequestStream::next() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !queue_.empty() || done_; });
+  cv_.wait(lock, [&] { return !queue_.empty() || open_ == 0; });
   if (queue_.empty()) return std::nullopt;
   RequestOutput out = std::move(queue_.front());
   queue_.pop_front();
   return out;
 }
 
-void RequestStream::cancel() { engine_->cancel(id_); }
+RequestStream::Poll RequestStream::next_for(std::chrono::milliseconds timeout,
+                                            RequestOutput* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !queue_.empty() || open_ == 0; })) {
+    return Poll::Timeout;
+  }
+  if (queue_.empty()) return Poll::Done;
+  *out = std::move(queue_.front());
+  queue_.pop_front();
+  return Poll::Output;
+}
+
+void RequestStream::cancel() {
+  for (const std::string& id : ids_) engine_->cancel(id);
+}
 
 void RequestStream::push(RequestOutput out) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (out.finished()) done_ = true;
+    if (out.finished()) --open_;
     queue_.push_back(std::move(out));
   }
   cv_.notify_all();
@@ -38,15 +54,34 @@ AsyncEngine::~AsyncEngine() {
 }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> AsyncEngine::submit(Request request) {
-  if (absl::Status s = engine_->validate(request); !s.ok()) return s;
+  std::vector<Request> group;
+  group.push_back(std::move(request));
+  return submit_group(std::move(group));
+}
+
+absl::StatusOr<std::shared_ptr<RequestStream>> AsyncEngine::submit_group(
+    std::vector<Request> requests) {
+  if (requests.empty()) return absl::InvalidArgumentError("no requests to submit");
+  std::vector<std::string> ids;
+  for (const Request& r : requests) {
+    if (absl::Status s = engine_->validate(r); !s.ok()) return s;
+    if (std::find(ids.begin(), ids.end(), r.id) != ids.end()) {
+      return absl::AlreadyExistsError(fmt::format("request id '{}' appears twice", r.id));
+    }
+    ids.push_back(r.id);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
-  if (streams_.count(request.id)) {
-    return absl::AlreadyExistsError(fmt::format("request id '{}' is already running", request.id));
+  for (const std::string& id : ids) {
+    if (streams_.count(id)) {
+      return absl::AlreadyExistsError(fmt::format("request id '{}' is already running", id));
+    }
   }
-  auto stream = std::shared_ptr<RequestStream>(new RequestStream(this, request.id));
-  streams_.emplace(request.id, stream);
-  inbox_.push_back(std::move(request));
+  auto stream = std::shared_ptr<RequestStream>(new RequestStream(this, std::move(ids)));
+  for (Request& r : requests) {
+    streams_.emplace(r.id, stream);
+    inbox_.push_back(std::move(r));
+  }
   wake_.notify_all();
   return stream;
 }

@@ -1,8 +1,10 @@
 // AsyncEngine: the Engine on its own thread, behind a thread-safe API. Each
-// submitted request gets a RequestStream of outputs; cancelling it (or
-// dropping it) aborts the request at the next step.
+// submitted request (or group of requests, e.g. the n choices of one API
+// call) gets a RequestStream of outputs; cancelling it aborts them at the
+// next step.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -20,26 +22,33 @@ namespace lagserve::runtime {
 
 class AsyncEngine;
 
+// The outputs of one request or of a group of requests, in the order the
+// engine produced them (RequestOutput::id tells them apart).
 class RequestStream {
  public:
-  // Blocks until the next output; nullopt once the request has finished and
-  // every output was read.
+  // Blocks until the next output; nullopt once every request of the stream
+  // has finished and every output was read.
   std::optional<RequestOutput> next();
-  // Asks the engine to abort the request; the stream then ends with an
-  // output whose finish is Abort.
+  enum class Poll { Output, Timeout, Done };
+  // Waits at most `timeout` for the next output (Output: stored in *out).
+  Poll next_for(std::chrono::milliseconds timeout, RequestOutput* out);
+  // Asks the engine to abort the stream's requests; each then ends with an
+  // output whose finish is Abort. Safe to call more than once.
   void cancel();
+  const std::vector<std::string>& ids() const { return ids_; }
 
  private:
   friend class AsyncEngine;
-  RequestStream(AsyncEngine* engine, std::string id) : engine_(engine), id_(std::move(id)) {}
+  RequestStream(AsyncEngine* engine, std::vector<std::string> ids)
+      : engine_(engine), ids_(std::move(ids)), open_(static_cast<int>(ids_.size())) {}
   void push(RequestOutput out);
 
   AsyncEngine* engine_;
-  std::string id_;
+  const std::vector<std::string> ids_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<RequestOutput> queue_;
-  bool done_ = false;
+  int open_;  // requests not finished yet
 };
 
 class AsyncEngine {
@@ -51,8 +60,12 @@ class AsyncEngine {
 
   // Validates and queues a request; the stream delivers its outputs.
   absl::StatusOr<std::shared_ptr<RequestStream>> submit(Request request);
+  // Validates every request, then queues them all (or none) behind one stream.
+  absl::StatusOr<std::shared_ptr<RequestStream>> submit_group(std::vector<Request> requests);
   void cancel(const std::string& id);
   EngineStats stats() const;
+  // The engine's checks, for callers that want them before submitting.
+  absl::Status validate(const Request& request) const { return engine_->validate(request); }
 
  private:
   void loop();

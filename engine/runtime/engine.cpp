@@ -27,6 +27,11 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Tokens the compressed group has dropped so far (0 without one).
+int64_t evicted_tokens(const kv::SequenceCache& c) {
+  return c.has_compressed() ? c.logical_len() - c.compressed().cache_len() : 0;
+}
+
 }  // namespace
 
 Engine::Engine(backend::Backend& backend, const model::Tokenizer& tokenizer, EngineConfig config)
@@ -124,8 +129,12 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
 
   backend::StepBatch batch;
   batch.seqs.reserve(plan.seqs.size());
+  const auto now = std::chrono::steady_clock::now();
   for (const ScheduledSeq& s : plan.seqs) {
     Sequence& seq = *s.seq;
+    if (seq.queue_seconds < 0) {
+      seq.queue_seconds = std::chrono::duration<double>(now - seq.added_at).count();
+    }
     batch.seqs.push_back(backend::SequenceStep::from_cache(
         seq.cache, std::span<const int32_t>(seq.tokens).subspan(seq.n_computed(), s.n_tokens),
         /*all_logits=*/false, /*trace_evictions=*/static_cast<bool>(config_.on_eviction)));
@@ -137,7 +146,9 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
 
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     Sequence& seq = *plan.seqs[i].seq;
+    const int64_t evicted_before = evicted_tokens(seq.cache);
     seq.cache.advance(pool_, plan.seqs[i].n_tokens);
+    stats_.kv_tokens_evicted += evicted_tokens(seq.cache) - evicted_before;
     if (seq.n_pending() > 0) continue;  // mid-prompt (or mid-recompute): nothing to sample yet
     const SampleResult sample = seq.sampler->sample(
         result.last_row(static_cast<int32_t>(i)), seq.prompt_tokens(), seq.output_tokens(),
@@ -152,6 +163,7 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
     out.n_prompt = seq.n_prompt();
     out.n_output = seq.n_output();
     out.n_preemptions = seq.n_preemptions;
+    out.queue_seconds = seq.queue_seconds;
     if (update.finish != FinishReason::None) {
       if (update.matched_stop) {
         out.stop_reason = *update.matched_stop;
@@ -175,6 +187,11 @@ EngineStats Engine::stats() const {
   s.n_waiting = scheduler_.n_waiting();
   s.blocks_used = pool_.n_used();
   s.blocks_total = pool_.n_blocks() - 1;
+  for (const auto& [id, seq] : sequences_) {
+    const kv::SequenceCache& c = seq->cache;
+    s.kv_tokens_logical += c.logical_len();
+    s.kv_tokens_retained += c.has_compressed() ? c.compressed().cache_len() : c.full().cache_len();
+  }
   return s;
 }
 

@@ -37,6 +37,13 @@ struct EngineStats {
   int64_t n_preemptions = 0;
   int64_t n_steps = 0;
   int32_t peak_blocks_used = 0;
+  // KV tokens dropped by compaction since start (compressed layer group).
+  int64_t kv_tokens_evicted = 0;
+  // Now, over the sequences holding a cache: the tokens they have computed
+  // (logical) and the entries their caches keep (retained; the compressed
+  // group's when the policy is on, else the full group's).
+  int64_t kv_tokens_logical = 0;
+  int64_t kv_tokens_retained = 0;
 };
 
 class Engine {

@@ -33,6 +33,9 @@ struct RequestOutput {
   int32_t n_prompt = 0;
   int32_t n_output = 0;              // tokens generated so far
   int32_t n_preemptions = 0;
+  // Seconds between add_request and the step that first scheduled it
+  // (0 until then).
+  double queue_seconds = 0;
 
   bool finished() const { return finish != FinishReason::None; }
 };

@@ -3,6 +3,7 @@
 // reads and updates only the counts and the cache.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -32,7 +33,8 @@ struct Sequence {
   std::unique_ptr<OutputStream> stream;
   SeqStatus status = SeqStatus::Waiting;
   int32_t n_preemptions = 0;
-  bool cancelled = false;
+  std::chrono::steady_clock::time_point added_at = std::chrono::steady_clock::now();
+  double queue_seconds = -1;  // set when first scheduled
 
   int32_t n_prompt() const { return static_cast<int32_t>(request.prompt.size()); }
   int32_t n_output() const { return static_cast<int32_t>(tokens.size()) - n_prompt(); }
