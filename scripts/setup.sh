@@ -28,6 +28,20 @@ fi
 
 python3 scripts/fetch_model.py >&2
 
+# The Python side of the tests (openai SDK, grpcio, pytest) and the client
+# package, in a venv inside the build tree; redone when the requirements change.
+VENV=build/venv
+stamp="$(find tests/requirements.txt clients/python -type f -not -path '*/build/*' \
+  -not -path '*.egg-info*' -not -path '*__pycache__*' | sort | xargs cat | sha256sum | cut -c1-16)"
+if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "setup: creating $VENV" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check ./clients/python >&2
+  echo "$stamp" > "$VENV/.stamp"
+fi
+
 # ccache: paths relative to the checkout so that clean clones hit the cache.
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 BUILD_TYPE="${BUILD_TYPE:-Release}"

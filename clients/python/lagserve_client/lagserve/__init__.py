@@ -1,0 +1,1 @@
+# Generated gRPC stubs; see clients/python/generate_stubs.sh.
