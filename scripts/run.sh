@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# README command 1: set up (packages, model, build), then run lagserve on the
-# default model. Arguments are passed to `lagserve generate`; without any, a
-# demo chat prompt runs.
+# README command 1: set up (packages, model, build), then serve the default
+# model (OpenAI-compatible HTTP on 127.0.0.1:8000, gRPC on :50051). Arguments
+# are passed to `lagserve serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ $# -eq 0 ]; then
-  set -- --chat --prompt "Explain in two sentences why the sky is blue." --max-tokens 96
-fi
-exec build/server/lagserve generate "$@"
+exec build/server/lagserve serve "$@"

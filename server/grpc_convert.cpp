@@ -111,7 +111,7 @@ absl::StatusOr<GenerateCall> generate_call_from_proto(const v1::GenerateRequest&
   if (request.has_lagkv()) {
     const v1::LagKv& lk = request.lagkv();
     LagkvRequest lagkv;
-    lagkv.enabled = lk.enabled();
+    lagkv.enabled = !lk.has_enabled() || lk.enabled();
     if (lk.has_sink()) lagkv.fields.sink = lk.sink();
     if (lk.has_lag()) lagkv.fields.lag = lk.lag();
     if (lk.has_ratio()) lagkv.fields.ratio = lk.ratio();

@@ -55,14 +55,13 @@ bool carries_nothing(const runtime::RequestOutput& out) {
 }
 
 std::string listen_address(const std::string& host, int port) {
-  const bool ipv6 = host.find(':') != std::string::npos && host.front() != '[';
+  const bool ipv6 = host.find(':') != std::string::npos && host.front() != '[';  // so non-empty
   return ipv6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
 }
 
 class LagServeService final : public v1::LagServe::Service {
  public:
-  LagServeService(ServingCore& core, const std::optional<std::string>& api_key)
-      : core_(core) {
+  LagServeService(ServingCore& core, const std::optional<std::string>& api_key) : core_(core) {
     if (api_key) expected_authorization_ = absl::StrCat("Bearer ", *api_key);
   }
 
@@ -242,11 +241,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::start(ServingCore& core,
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
+  // NOTE: gRPC sets SO_REUSEPORT by default on Linux, so a second server on a
+  // busy port would "bind" and share it instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
     if (impl->server != nullptr) impl->server->Shutdown();
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen for gRPC on ", address, " (address in use, or not an address of this host)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", address,
+                     " (address in use, or not an address of this host)"));
   }
 
   std::unique_ptr<GrpcServer> server(new GrpcServer(std::move(impl)));

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alagserve/v1/lagserve.proto\x12\x0blagserve.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x0c\x43hatMessages\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.lagserve.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"l\n\x05LagKv\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\x04sink\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x03lag\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05ratio\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x07\n\x05_sinkB\x06\n\x04_lagB\x08\n\x06_ratio\"\xeb\x06\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x15.lagserve.v1.TokenIdsH\x00\x12)\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x19.lagserve.v1.ChatMessagesH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\t\n\x01n\x18\x06 \x01(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\x05\x12\x18\n\x0btemperature\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x0b \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05min_p\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\r \x01(\x02H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0e \x01(\x02H\x07\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0f \x01(\x02H\x08\x88\x01\x01\x12?\n\nlogit_bias\x18\x10 \x03(\x0b\x32+.lagserve.v1.GenerateRequest.LogitBiasEntry\x12\x11\n\x04seed\x18\x11 \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x12 \x01(\rH\n\x88\x01\x01\x12\x12\n\nignore_eos\x18\x13 \x01(\x08\x12\x12\n\nmin_tokens\x18\x14 \x01(\r\x12 \n\x13skip_special_tokens\x18\x15 \x01(\x08H\x0b\x88\x01\x01\x12&\n\x05lagkv\x18\x16 \x01(\x0b\x32\x12.lagserve.v1.LagKvH\x0c\x88\x01\x01\x12\x12\n\nrequest_id\x18\x17 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x08\n\x06promptB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0b\n\t_logprobsB\x16\n\x14_skip_special_tokensB\x08\n\x06_lagkv\"@\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"]\n\x08Logprobs\x12)\n\x06\x63hosen\x18\x01 \x01(\x0b\x32\x19.lagserve.v1.TokenLogprob\x12&\n\x03top\x18\x02 \x03(\x0b\x32\x19.lagserve.v1.TokenLogprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xf8\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\'\n\x08logprobs\x18\x05 \x03(\x0b\x32\x15.lagserve.v1.Logprobs\x12\x30\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x19.lagserve.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12&\n\x05usage\x18\x08 \x01(\x0b\x32\x12.lagserve.v1.UsageH\x00\x88\x01\x01\x42\x08\n\x06_usage\"\x9c\x01\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12)\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x19.lagserve.v1.ChatMessagesH\x00\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x07\n\x05inputB\x15\n\x13_add_special_tokens\"K\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\"5\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\r\n\x05lagkv\x18\x03 \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.lagserve.v1.Model*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xbc\x02\n\x08LagServe\x12I\n\x08Generate\x12\x1c.lagserve.v1.GenerateRequest\x1a\x1d.lagserve.v1.GenerateResponse0\x01\x12G\n\x08Tokenize\x12\x1c.lagserve.v1.TokenizeRequest\x1a\x1d.lagserve.v1.TokenizeResponse\x12M\n\nDetokenize\x12\x1e.lagserve.v1.DetokenizeRequest\x1a\x1f.lagserve.v1.DetokenizeResponse\x12M\n\nListModels\x12\x1e.lagserve.v1.ListModelsRequest\x1a\x1f.lagserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alagserve/v1/lagserve.proto\x12\x0blagserve.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\":\n\x0c\x43hatMessages\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.lagserve.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"}\n\x05LagKv\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\x04sink\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x03lag\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05ratio\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\n\n\x08_enabledB\x07\n\x05_sinkB\x06\n\x04_lagB\x08\n\x06_ratio\"\xeb\x06\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x15.lagserve.v1.TokenIdsH\x00\x12)\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x19.lagserve.v1.ChatMessagesH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\t\n\x01n\x18\x06 \x01(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\x05\x12\x18\n\x0btemperature\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x0b \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05min_p\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\r \x01(\x02H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x0e \x01(\x02H\x07\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0f \x01(\x02H\x08\x88\x01\x01\x12?\n\nlogit_bias\x18\x10 \x03(\x0b\x32+.lagserve.v1.GenerateRequest.LogitBiasEntry\x12\x11\n\x04seed\x18\x11 \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x12 \x01(\rH\n\x88\x01\x01\x12\x12\n\nignore_eos\x18\x13 \x01(\x08\x12\x12\n\nmin_tokens\x18\x14 \x01(\r\x12 \n\x13skip_special_tokens\x18\x15 \x01(\x08H\x0b\x88\x01\x01\x12&\n\x05lagkv\x18\x16 \x01(\x0b\x32\x12.lagserve.v1.LagKvH\x0c\x88\x01\x01\x12\x12\n\nrequest_id\x18\x17 \x01(\t\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x08\n\x06promptB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0b\n\t_logprobsB\x16\n\x14_skip_special_tokensB\x08\n\x06_lagkv\"@\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"]\n\x08Logprobs\x12)\n\x06\x63hosen\x18\x01 \x01(\x0b\x32\x19.lagserve.v1.TokenLogprob\x12&\n\x03top\x18\x02 \x03(\x0b\x32\x19.lagserve.v1.TokenLogprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xf8\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\'\n\x08logprobs\x18\x05 \x03(\x0b\x32\x15.lagserve.v1.Logprobs\x12\x30\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x19.lagserve.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12&\n\x05usage\x18\x08 \x01(\x0b\x32\x12.lagserve.v1.UsageH\x00\x88\x01\x01\x42\x08\n\x06_usage\"\x9c\x01\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12)\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x19.lagserve.v1.ChatMessagesH\x00\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x07\n\x05inputB\x15\n\x13_add_special_tokens\"K\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\"5\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\r\n\x05lagkv\x18\x03 \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.lagserve.v1.Model*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xbc\x02\n\x08LagServe\x12I\n\x08Generate\x12\x1c.lagserve.v1.GenerateRequest\x1a\x1d.lagserve.v1.GenerateResponse0\x01\x12G\n\x08Tokenize\x12\x1c.lagserve.v1.TokenizeRequest\x1a\x1d.lagserve.v1.TokenizeResponse\x12M\n\nDetokenize\x12\x1e.lagserve.v1.DetokenizeRequest\x1a\x1f.lagserve.v1.DetokenizeResponse\x12M\n\nListModels\x12\x1e.lagserve.v1.ListModelsRequest\x1a\x1f.lagserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST_LOGITBIASENTRY']._loaded_options = None
   _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2120
-  _globals['_FINISHREASON']._serialized_end=2240
+  _globals['_FINISHREASON']._serialized_start=2137
+  _globals['_FINISHREASON']._serialized_end=2257
   _globals['_CHATMESSAGE']._serialized_start=43
   _globals['_CHATMESSAGE']._serialized_end=87
   _globals['_CHATMESSAGES']._serialized_start=89
@@ -42,33 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIDS']._serialized_start=149
   _globals['_TOKENIDS']._serialized_end=172
   _globals['_LAGKV']._serialized_start=174
-  _globals['_LAGKV']._serialized_end=282
-  _globals['_GENERATEREQUEST']._serialized_start=285
-  _globals['_GENERATEREQUEST']._serialized_end=1160
-  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_start=919
-  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_end=967
-  _globals['_TOKENLOGPROB']._serialized_start=1162
-  _globals['_TOKENLOGPROB']._serialized_end=1226
-  _globals['_LOGPROBS']._serialized_start=1228
-  _globals['_LOGPROBS']._serialized_end=1321
-  _globals['_USAGE']._serialized_start=1323
-  _globals['_USAGE']._serialized_end=1402
-  _globals['_GENERATERESPONSE']._serialized_start=1405
-  _globals['_GENERATERESPONSE']._serialized_end=1653
-  _globals['_TOKENIZEREQUEST']._serialized_start=1656
-  _globals['_TOKENIZEREQUEST']._serialized_end=1812
-  _globals['_TOKENIZERESPONSE']._serialized_start=1814
-  _globals['_TOKENIZERESPONSE']._serialized_end=1889
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1891
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1944
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1946
-  _globals['_DETOKENIZERESPONSE']._serialized_end=1980
-  _globals['_LISTMODELSREQUEST']._serialized_start=1982
-  _globals['_LISTMODELSREQUEST']._serialized_end=2001
-  _globals['_MODEL']._serialized_start=2003
-  _globals['_MODEL']._serialized_end=2060
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2062
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2118
-  _globals['_LAGSERVE']._serialized_start=2243
-  _globals['_LAGSERVE']._serialized_end=2559
+  _globals['_LAGKV']._serialized_end=299
+  _globals['_GENERATEREQUEST']._serialized_start=302
+  _globals['_GENERATEREQUEST']._serialized_end=1177
+  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_start=936
+  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_end=984
+  _globals['_TOKENLOGPROB']._serialized_start=1179
+  _globals['_TOKENLOGPROB']._serialized_end=1243
+  _globals['_LOGPROBS']._serialized_start=1245
+  _globals['_LOGPROBS']._serialized_end=1338
+  _globals['_USAGE']._serialized_start=1340
+  _globals['_USAGE']._serialized_end=1419
+  _globals['_GENERATERESPONSE']._serialized_start=1422
+  _globals['_GENERATERESPONSE']._serialized_end=1670
+  _globals['_TOKENIZEREQUEST']._serialized_start=1673
+  _globals['_TOKENIZEREQUEST']._serialized_end=1829
+  _globals['_TOKENIZERESPONSE']._serialized_start=1831
+  _globals['_TOKENIZERESPONSE']._serialized_end=1906
+  _globals['_DETOKENIZEREQUEST']._serialized_start=1908
+  _globals['_DETOKENIZEREQUEST']._serialized_end=1961
+  _globals['_DETOKENIZERESPONSE']._serialized_start=1963
+  _globals['_DETOKENIZERESPONSE']._serialized_end=1997
+  _globals['_LISTMODELSREQUEST']._serialized_start=1999
+  _globals['_LISTMODELSREQUEST']._serialized_end=2018
+  _globals['_MODEL']._serialized_start=2020
+  _globals['_MODEL']._serialized_end=2077
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2079
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2135
+  _globals['_LAGSERVE']._serialized_start=2260
+  _globals['_LAGSERVE']._serialized_end=2576
 # @@protoc_insertion_point(module_scope)
