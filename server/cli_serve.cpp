@@ -118,6 +118,13 @@ int run_serve(const ServeArgs& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const int64_t left = core.n_live();
+  if (left > 0) {  // the drain timed out: cancel, and give the engine a step to say so
+    core.cancel_all();
+    const auto cancel_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (core.n_live() > 0 && std::chrono::steady_clock::now() < cancel_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   // The last responses are written after their requests finish: a moment for that.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   if (grpc) grpc->shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

@@ -115,9 +115,12 @@ absl::StatusOr<GenerateCall> generate_call_from_proto(const v1::GenerateRequest&
     if (lk.has_sink()) lagkv.fields.sink = lk.sink();
     if (lk.has_lag()) lagkv.fields.lag = lk.lag();
     if (lk.has_ratio()) lagkv.fields.ratio = lk.ratio();
+    if (lk.has_keep()) lagkv.fields.keep = lk.keep();
+    if (lk.has_score_v_weight()) lagkv.fields.score_v_weight = lk.score_v_weight();
     call.lagkv = std::move(lagkv);
   }
   call.id_prefix = "grpc";
+  call.id = request.request_id();
   return call;
 }
 

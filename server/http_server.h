@@ -37,7 +37,8 @@ class HttpServer {
   int port() const { return port_; }
   // Serves on a background thread until stop().
   void start();
-  // Stops accepting and closes the connections; in-flight handlers return.
+  // Stops accepting and waits for the handlers in flight to return (cancel
+  // their calls first to make that quick).
   void stop();
 
  private:

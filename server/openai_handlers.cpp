@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "server/http_util.h"
@@ -32,6 +33,17 @@ json finish_json(FinishReason f) {
   return name ? json(name) : json(nullptr);
 }
 
+// vLLM's stop_reason: the stop string, the stop_token_ids id, or null (EOS,
+// length, abort).
+json stop_reason_json(const std::vector<int32_t>& stop_ids, const RequestOutput& out) {
+  if (out.stop_token) {
+    const bool listed =
+        std::find(stop_ids.begin(), stop_ids.end(), *out.stop_token) != stop_ids.end();
+    return listed ? json(*out.stop_token) : json(nullptr);
+  }
+  return out.stop_reason ? json(*out.stop_reason) : json(nullptr);
+}
+
 json bytes_of(const std::string& s) {
   json b = json::array();
   for (unsigned char c : s) b.push_back(c);
@@ -43,6 +55,7 @@ struct CallContext {
   const ServingCore& core;
   bool chat;
   int32_t logprobs;  // -1: none
+  std::vector<int32_t> stop_token_ids;  // the request's (stop_reason reports them)
   std::string id;
   std::string model;
   int64_t created;
@@ -101,7 +114,7 @@ struct ChoiceState {
   json logprobs;
   size_t text_offset = 0;
   FinishReason finish = FinishReason::None;
-  std::optional<std::string> stop_reason;
+  json stop_reason;
   int32_t n_output = 0;
 };
 
@@ -123,7 +136,7 @@ void run_blocking(const CallContext& c, Generation& gen, httplib::Response& res)
     ch.n_output = out.n_output;
     if (out.finished()) {
       ch.finish = out.finish;
-      ch.stop_reason = out.stop_reason;
+      ch.stop_reason = stop_reason_json(c.stop_token_ids, out);
     }
   }
   json arr = json::array();
@@ -134,7 +147,7 @@ void run_blocking(const CallContext& c, Generation& gen, httplib::Response& res)
     json choice = {{"index", k},
                    {"logprobs", ch.logprobs},
                    {"finish_reason", finish_json(ch.finish)},
-                   {"stop_reason", ch.stop_reason ? json(*ch.stop_reason) : json(nullptr)}};
+                   {"stop_reason", ch.stop_reason}};
     if (c.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", ch.text}};
     } else {
@@ -157,6 +170,7 @@ bool run_stream(const CallContext& c, bool include_usage, Generation& gen, httpl
     return sink.write(event.data(), event.size());
   };
   std::vector<int32_t> n_output(gen.n_choices(), 0);
+  std::vector<size_t> text_offset(gen.n_choices(), 0);  // completions logprobs count on
   if (c.chat) {  // the role comes first, once per choice
     for (int32_t k = 0; k < gen.n_choices(); ++k) {
       json chunk = chunk_envelope(c);
@@ -186,12 +200,11 @@ bool run_stream(const CallContext& c, bool include_usage, Generation& gen, httpl
     if (out.text.empty() && !out.finished() && c.logprobs < 0) continue;  // text held back
     json choice = {{"index", i}, {"finish_reason", finish_json(out.finish)}};
     if (out.finished()) {
-      choice["stop_reason"] = out.stop_reason ? json(*out.stop_reason) : json(nullptr);
+      choice["stop_reason"] = stop_reason_json(c.stop_token_ids, out);
     }
     if (c.logprobs >= 0) {
       json lp = empty_logprobs(c.chat);
-      size_t offset = 0;
-      append_logprobs(c, out, lp, offset);
+      append_logprobs(c, out, lp, text_offset[i]);
       choice["logprobs"] = std::move(lp);
     } else {
       choice["logprobs"] = nullptr;
@@ -264,10 +277,11 @@ void handle_completion(ServingCore& core, const httplib::Request& req, httplib::
   if (auto* e = std::get_if<ApiError>(&parsed)) return write_error(res, *e);
   OpenAiCall call = std::move(std::get<OpenAiCall>(parsed));
   if (auto e = check_model(core, call.model)) return write_error(res, *e);
+  std::vector<int32_t> stop_ids = call.call.stop.stop_token_ids;
   absl::StatusOr<std::unique_ptr<Generation>> gen = core.generate(std::move(call.call));
   if (!gen.ok()) return write_error(res, api_error(gen.status()));
   auto ctx = std::make_shared<CallContext>(CallContext{
-      core, chat, call.logprobs, (*gen)->id(), core.model_name(),
+      core, chat, call.logprobs, std::move(stop_ids), (*gen)->id(), core.model_name(),
       static_cast<int64_t>(std::time(nullptr))});
   if (!call.stream) return run_blocking(*ctx, **gen, res);
   // The provider owns the Generation: when the response ends (or the client

@@ -162,7 +162,22 @@ std::vector<PromptInput> read_messages(const json& body) {
   return {in};
 }
 
+std::optional<LagkvRequest> read_lagkv_fields(const json& body);
+
+// Errors inside the object name the field as lagkv.<key>.
 std::optional<LagkvRequest> read_lagkv(const json& body) {
+  try {
+    return read_lagkv_fields(body);
+  } catch (FieldError& e) {
+    if (e.param != "lagkv") {
+      e.message = "lagkv." + e.message;
+      e.param = "lagkv." + e.param;
+    }
+    throw;
+  }
+}
+
+std::optional<LagkvRequest> read_lagkv_fields(const json& body) {
   const json* v = find(body, "lagkv");
   if (!v) return std::nullopt;
   LagkvRequest req;
@@ -245,6 +260,7 @@ OpenAiCall parse_body(const json& body, bool chat) {
     c.include_usage = read_bool(*so, "include_usage").value_or(false);
   }
   read_string(body, "user");  // accepted for compatibility; only its type is checked
+  c.call.id = read_string(body, "request_id").value_or("");  // vLLM's extra
   GenerateCall& call = c.call;
   call.id_prefix = chat ? "chatcmpl" : "cmpl";
   call.prompts = chat ? read_messages(body) : read_prompts(body);

@@ -133,6 +133,13 @@ absl::StatusOr<std::vector<int32_t>> ServingCore::encode_chat(
     const std::vector<model::ChatMessage>& messages, std::optional<bool> add_special) const {
   if (!chat_template_) return chat_template_error_;
   if (messages.empty()) return absl::InvalidArgumentError("messages must not be empty");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& role = messages[i].role;
+    if (role != "system" && role != "user" && role != "assistant") {
+      return absl::InvalidArgumentError(fmt::format(
+          "messages[{}].role must be system, user or assistant, got '{}'", i, role));
+    }
+  }
   const model::Tokenizer& tok = *parts_.model->tokenizer;
   const std::string text = chat_template_->render(messages, /*add_generation_prompt=*/true);
   // The template writes BOS itself when it has one (Llama-3).
@@ -231,7 +238,8 @@ absl::StatusOr<std::unique_ptr<Generation>> ServingCore::generate(GenerateCall c
   }
 
   auto gen = std::unique_ptr<Generation>(new Generation());
-  gen->id_ = next_call_id(call.id_prefix);
+  gen->id_ = call.id.empty() ? next_call_id(call.id_prefix) : call.id;
+  if (call.id.size() > 256) return absl::InvalidArgumentError("request_id: longer than 256 bytes");
   std::vector<runtime::Request> requests;
   for (const PromptInput& prompt : call.prompts) {
     LAGSERVE_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, tokenize(prompt));

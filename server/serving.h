@@ -67,6 +67,7 @@ struct GenerateCall {
   runtime::StopParams stop;           // max_tokens is filled from the field above
   std::optional<LagkvRequest> lagkv;  // unset: the server's default policy
   std::string id_prefix = "cmpl";     // the call's id is <prefix>-<random hex>
+  std::string id;                     // the client's id for the call, if it gave one
 };
 
 // One running call: its requests' outputs, and the metrics they feed.
@@ -119,6 +120,10 @@ class ServingCore {
   ServerState state() const { return state_.load(); }
   // No new calls from now on (Unavailable); running ones go on.
   void start_draining() { state_ = ServerState::Draining; }
+  // Aborts every running call (the end of a drain).
+  void cancel_all() {
+    if (engine_) engine_->cancel_all();
+  }
   // Calls accepted and not yet finished.
   int64_t n_live() const { return live_.load(); }
 

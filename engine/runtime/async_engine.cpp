@@ -94,6 +94,14 @@ void AsyncEngine::cancel(const std::string& id) {
   wake_.notify_all();
 }
 
+void AsyncEngine::cancel_all() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, stream] : streams_) cancels_.push_back(id);
+  }
+  wake_.notify_all();
+}
+
 EngineStats AsyncEngine::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;

@@ -63,6 +63,8 @@ class AsyncEngine {
   // Validates every request, then queues them all (or none) behind one stream.
   absl::StatusOr<std::shared_ptr<RequestStream>> submit_group(std::vector<Request> requests);
   void cancel(const std::string& id);
+  // Cancels every request submitted and not finished.
+  void cancel_all();
   EngineStats stats() const;
   // The engine's checks, for callers that want them before submitting.
   absl::Status validate(const Request& request) const { return engine_->validate(request); }

@@ -169,6 +169,7 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
         out.stop_reason = *update.matched_stop;
       } else if (update.stop_token) {
         out.stop_reason = tokenizer_.token_text(*update.stop_token);
+        out.stop_token = *update.stop_token;
       }
       out.text += seq.stream->finish_text();
       finish(seq, out, update.finish);

@@ -29,6 +29,7 @@ struct RequestOutput {
   std::vector<SampleResult> logprobs;  // per new token, when asked for
   FinishReason finish = FinishReason::None;
   std::optional<std::string> stop_reason;  // the stop string or token that matched
+  std::optional<int32_t> stop_token;       // the EOS or stop id that matched, if a token did
   std::string error;                 // set when the request failed (finish == Abort)
   int32_t n_prompt = 0;
   int32_t n_output = 0;              // tokens generated so far

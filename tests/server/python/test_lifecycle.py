@@ -121,3 +121,25 @@ def test_sigterm_drains_in_flight_and_refuses_new(tmp_path):
         assert server.proc.wait(timeout=60) == 0
     finally:
         server.stop()
+
+
+def test_drain_timeout_cancels_what_is_left():
+    server = Server("--drain-timeout", "1")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        body = {"prompt": "A long story:", "max_tokens": 4000, "temperature": 0,
+                "ignore_eos": True, "stream": True}
+        conn.request("POST", "/v1/completions", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.readline().startswith(b"data: ")
+        start = time.time()
+        server.proc.send_signal(15)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.time() - start < 15  # 1 s of drain, then cancelled, not 4000 tokens later
+        events = [line for line in resp.read().split(b"\n") if line.startswith(b"data: ")]
+        assert events[-1] == b"data: [DONE]"
+        last = json.loads(events[-2][len(b"data: "):])
+        assert last["choices"][0]["finish_reason"] == "abort"
+    finally:
+        server.stop()

@@ -123,6 +123,14 @@ def test_logprobs_are_normalised_and_rank_the_choice(client, model):
     lp = c.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4
     assert "".join(lp.tokens) == c.choices[0].text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(4)]
+    # streamed, the offsets go on counting across chunks
+    offsets = []
+    for chunk in client.completions.create(model=model, prompt=PROMPT, max_tokens=4,
+                                           temperature=0, logprobs=2, stream=True):
+        for ch in chunk.choices:
+            offsets += ch.logprobs.text_offset if ch.logprobs else []
+    assert offsets == lp.text_offset
 
 
 def test_prompt_forms_token_ids_and_batches(client, model, server):
@@ -169,6 +177,12 @@ def test_vllm_extras(client, model, server):
     r = client.completions.create(model=model, prompt=PROMPT, max_tokens=6, temperature=0,
                                   extra_body={"stop_token_ids": [paris]})
     assert r.choices[0].finish_reason == "stop" and r.choices[0].text == ""
+    assert r.choices[0].model_extra["stop_reason"] == paris  # vLLM: the stop id itself
+    # end of turn (EOS): finish "stop", stop_reason null
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=200, temperature=0)
+    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].model_extra["stop_reason"] is None
     r = client.chat.completions.create(model=model, messages=CHAT, max_tokens=40, temperature=0,
                                        extra_body={"ignore_eos": True, "min_tokens": 40,
                                                    "top_k": 5, "min_p": 0.05,

@@ -39,16 +39,20 @@ class TokenIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LagKv(_message.Message):
-    __slots__ = ("enabled", "sink", "lag", "ratio")
+    __slots__ = ("enabled", "sink", "lag", "ratio", "keep", "score_v_weight")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     SINK_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    SCORE_V_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     sink: int
     lag: int
     ratio: float
-    def __init__(self, enabled: _Optional[bool] = ..., sink: _Optional[int] = ..., lag: _Optional[int] = ..., ratio: _Optional[float] = ...) -> None: ...
+    keep: int
+    score_v_weight: float
+    def __init__(self, enabled: _Optional[bool] = ..., sink: _Optional[int] = ..., lag: _Optional[int] = ..., ratio: _Optional[float] = ..., keep: _Optional[int] = ..., score_v_weight: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("model", "text", "token_ids", "chat", "max_tokens", "n", "stop", "stop_token_ids", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "seed", "logprobs", "ignore_eos", "min_tokens", "skip_special_tokens", "lagkv", "request_id")
