@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 
 #include "server/http_util.h"
 #include "server/serving.h"
@@ -17,6 +18,7 @@ using runtime::FinishReason;
 using runtime::RequestOutput;
 
 constexpr auto kPoll = std::chrono::milliseconds(50);
+constexpr auto kHeartbeat = std::chrono::milliseconds(250);
 
 const char* finish_name(FinishReason f) {
   switch (f) {
@@ -118,15 +120,20 @@ struct ChoiceState {
   int32_t n_output = 0;
 };
 
-void run_blocking(const CallContext& c, Generation& gen, httplib::Response& res) {
+// Runs a call to its end and returns the response body; nullopt when
+// alive() said the client is gone (asked after every output and timeout).
+std::optional<std::string> run_blocking(const CallContext& c, Generation& gen,
+                                        const std::function<bool()>& alive) {
   std::vector<ChoiceState> choices(gen.n_choices());
   RequestOutput out;
   int32_t i = 0;
   for (Generation::Poll poll; (poll = gen.next_for(kPoll, &out, &i)) != Generation::Poll::Done;) {
+    if (!alive()) return std::nullopt;
     if (poll == Generation::Poll::Timeout) continue;
     ChoiceState& ch = choices[i];
     if (!out.error.empty()) {
-      return write_error(res, {500, "generation failed: " + out.error, "server_error", "", ""});
+      return dump_json({{"error", {{"message", "generation failed: " + out.error},
+                                   {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}});
     }
     ch.text += out.text;
     if (c.logprobs >= 0) {
@@ -159,8 +166,7 @@ void run_blocking(const CallContext& c, Generation& gen, httplib::Response& res)
   body["object"] = c.chat ? "chat.completion" : "text_completion";
   body["choices"] = std::move(arr);
   body["usage"] = usage_json(gen.n_prompt_total(), completion);
-  res.status = 200;
-  res.set_content(dump_json(body), "application/json");
+  return dump_json(body);
 }
 
 // Streams one call; false when the client went away (the call is cancelled).
@@ -283,10 +289,33 @@ void handle_completion(ServingCore& core, const httplib::Request& req, httplib::
   auto ctx = std::make_shared<CallContext>(CallContext{
       core, chat, call.logprobs, std::move(stop_ids), (*gen)->id(), core.model_name(),
       static_cast<int64_t>(std::time(nullptr))});
-  if (!call.stream) return run_blocking(*ctx, **gen, res);
   // The provider owns the Generation: when the response ends (or the client
   // goes away) it is destroyed, which cancels whatever still runs.
   std::shared_ptr<Generation> owned = std::move(*gen);
+  if (!call.stream) {
+    // NOTE: a plain response is also sent chunked, so that a client that
+    // leaves is noticed: past kHeartbeat of waiting, a space (JSON allows
+    // leading whitespace) is written every kHeartbeat, and a failed write
+    // cancels the call. The status is 200 from then on, so an engine failure
+    // mid-call comes back as a 200 with an error body.
+    res.set_chunked_content_provider("application/json", [ctx, owned](size_t, httplib::DataSink& sink) {
+      auto last = std::chrono::steady_clock::now();
+      auto alive = [&] {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last < kHeartbeat) return true;
+        last = now;
+        return sink.write(" ", 1);
+      };
+      std::optional<std::string> body = run_blocking(*ctx, *owned, alive);
+      if (!body || !sink.write(body->data(), body->size())) {
+        owned->cancel();
+        return false;
+      }
+      sink.done();
+      return true;
+    });
+    return;
+  }
   const bool include_usage = call.include_usage;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(

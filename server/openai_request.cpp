@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -26,6 +27,29 @@ struct FieldError {
 const json* find(const json& obj, const char* key) {
   auto it = obj.find(key);
   return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+// Runs fn; a FieldError inside names its field as <prefix>.<field>.
+template <typename Fn>
+auto within(const std::string& prefix, Fn fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (FieldError& e) {
+    if (e.param != prefix && e.param.rfind(prefix, 0) != 0) {
+      e.message = prefix + "." + e.message;
+      e.param = prefix + "." + e.param;
+    }
+    throw;
+  }
+}
+
+std::optional<double> read_double(const json& obj, const char* key) {
+  const json* v = find(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) fail(key, fmt::format("{} must be a number", key));
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || std::abs(x) > 1e30) fail(key, fmt::format("{} is out of range", key));
+  return x;
 }
 
 std::optional<int64_t> read_int(const json& obj, const char* key, int64_t lo, int64_t hi) {
@@ -126,12 +150,15 @@ std::string message_text(const json& content, size_t i) {
   std::string text;
   for (const json& part : content) {
     if (!part.is_object()) fail(param, param + " must hold objects");
-    const std::string type = read_string(part, "type").value_or("");
-    if (type != "text") {
-      fail(param, fmt::format("{}: only text parts are supported, got type '{}'", param, type));
+    const json* type = find(part, "type");
+    if (!type || !type->is_string() || *type != "text") {
+      fail(param, fmt::format("{}: only text parts are supported, got type {}", param,
+                              type ? type->dump() : "none"));
     }
     check_keys(part, param.c_str(), {"type", "text"});
-    text += read_string(part, "text").value_or("");
+    const json* t = find(part, "text");
+    if (t && !t->is_string()) fail(param, param + ": a text part's text must be a string");
+    if (t) text += t->get<std::string>();
   }
   return text;
 }
@@ -148,6 +175,7 @@ std::vector<PromptInput> read_messages(const json& body) {
     const std::string param = fmt::format("messages[{}]", i);
     if (!msg.is_object()) fail(param, param + " must be an object");
     check_keys(msg, param.c_str(), {"role", "content", "name"});
+    within(param, [&] { read_string(msg, "name"); });  // accepted; its type is checked
     const json* role = find(msg, "role");
     if (!role || !role->is_string()) fail(param + ".role", param + ".role must be a string");
     std::string r = role->get<std::string>();
@@ -162,22 +190,7 @@ std::vector<PromptInput> read_messages(const json& body) {
   return {in};
 }
 
-std::optional<LagkvRequest> read_lagkv_fields(const json& body);
-
-// Errors inside the object name the field as lagkv.<key>.
 std::optional<LagkvRequest> read_lagkv(const json& body) {
-  try {
-    return read_lagkv_fields(body);
-  } catch (FieldError& e) {
-    if (e.param != "lagkv") {
-      e.message = "lagkv." + e.message;
-      e.param = "lagkv." + e.param;
-    }
-    throw;
-  }
-}
-
-std::optional<LagkvRequest> read_lagkv_fields(const json& body) {
   const json* v = find(body, "lagkv");
   if (!v) return std::nullopt;
   LagkvRequest req;
@@ -187,11 +200,13 @@ std::optional<LagkvRequest> read_lagkv_fields(const json& body) {
   }
   if (!v->is_object()) fail("lagkv", "lagkv must be false, true, or an object {sink, lag, ratio}");
   check_keys(*v, "lagkv", {"sink", "lag", "ratio", "keep", "score_v_weight"});
-  if (auto x = read_int(*v, "sink", 0, 1 << 20)) req.fields.sink = static_cast<int32_t>(*x);
-  if (auto x = read_int(*v, "lag", 1, 1 << 20)) req.fields.lag = static_cast<int32_t>(*x);
-  if (auto x = read_int(*v, "keep", 1, 1 << 20)) req.fields.keep = static_cast<int32_t>(*x);
-  if (auto x = read_float(*v, "ratio")) req.fields.ratio = *x;
-  if (auto x = read_float(*v, "score_v_weight")) req.fields.score_v_weight = *x;
+  within("lagkv", [&] {  // errors name lagkv.<key>
+    if (auto x = read_int(*v, "sink", 0, 1 << 20)) req.fields.sink = static_cast<int32_t>(*x);
+    if (auto x = read_int(*v, "lag", 1, 1 << 20)) req.fields.lag = static_cast<int32_t>(*x);
+    if (auto x = read_int(*v, "keep", 1, 1 << 20)) req.fields.keep = static_cast<int32_t>(*x);
+    if (auto x = read_double(*v, "ratio")) req.fields.ratio = *x;
+    if (auto x = read_float(*v, "score_v_weight")) req.fields.score_v_weight = *x;
+  });
   return req;
 }
 
@@ -234,16 +249,16 @@ void read_sampling(const json& body, runtime::SamplingParams& s) {
   if (const json* b = find(body, "logit_bias")) {
     if (!b->is_object()) fail("logit_bias", "logit_bias must be an object of token id -> bias");
     for (auto it = b->begin(); it != b->end(); ++it) {
-      int32_t id = -1;
-      try {
-        size_t used = 0;
-        const long v = std::stol(it.key(), &used);
-        if (used == it.key().size() && v >= 0 && v <= INT32_MAX) id = static_cast<int32_t>(v);
-      } catch (const std::exception&) {
+      int64_t id = -1;  // the key must be plain digits: no sign, no spaces
+      const std::string& key = it.key();
+      if (!key.empty() && key.size() <= 10 &&
+          std::all_of(key.begin(), key.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+        id = std::stoll(key);
       }
+      if (id > INT32_MAX) id = -1;
       if (id < 0) fail("logit_bias", fmt::format("logit_bias: '{}' is not a token id", it.key()));
       if (!it.value().is_number()) fail("logit_bias", "logit_bias values must be numbers");
-      s.logit_bias.emplace_back(id, it.value().get<float>());
+      s.logit_bias.emplace_back(static_cast<int32_t>(id), it.value().get<float>());
     }
   }
 }
@@ -257,7 +272,8 @@ OpenAiCall parse_body(const json& body, bool chat) {
   if (const json* so = find(body, "stream_options")) {
     if (!so->is_object()) fail("stream_options", "stream_options must be an object");
     check_keys(*so, "stream_options", {"include_usage", "continuous_usage_stats"});
-    c.include_usage = read_bool(*so, "include_usage").value_or(false);
+    c.include_usage =
+        within("stream_options", [&] { return read_bool(*so, "include_usage").value_or(false); });
   }
   read_string(body, "user");  // accepted for compatibility; only its type is checked
   c.call.id = read_string(body, "request_id").value_or("");  // vLLM's extra
@@ -284,7 +300,8 @@ OpenAiCall parse_body(const json& body, bool chat) {
       fail("tools", "tools are not supported by this server");
     }
     if (const json* rf = find(body, "response_format")) {
-      if (!rf->is_object() || rf->value("type", "") != "text") {
+      const json* type = rf->is_object() ? find(*rf, "type") : nullptr;
+      if (!type || !type->is_string() || *type != "text") {
         fail("response_format", "only response_format {\"type\": \"text\"} is supported");
       }
     }
@@ -303,7 +320,7 @@ std::variant<OpenAiCall, ApiError> parse_openai_request(std::string_view body, b
   json doc;
   try {
     doc = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, or a number beyond double's range
     return ApiError{400, fmt::format("the request body is not valid JSON: {}", e.what()),
                     "invalid_request_error", "", ""};
   }
