@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include "server/http_util.h"
 #include "server/serving.h"
@@ -111,6 +112,11 @@ HttpServer::HttpServer(ServingCore& core, HttpOptions options)
   const int n_threads = options_.n_threads;
   server_->new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
   server_->set_payload_max_length(options_.max_body_bytes);
+  // Remember the listening socket: bind() raises its backlog.
+  server_->set_socket_options([this](int sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_ = sock;
+  });
   server_->set_read_timeout(std::chrono::seconds(30));
   server_->set_write_timeout(std::chrono::seconds(30));
   add_routes();
@@ -125,6 +131,11 @@ absl::Status HttpServer::bind() {
   } else if (server_->bind_to_port(options_.host, options_.port)) {
     port_ = options_.port;
   }
+  // NOTE: cpp-httplib 0.11 listens with a backlog of 5. A burst of clients
+  // (a benchmark's 64 requests at once) against busy cores overflows it and
+  // connections get reset before their request is read; listen() again
+  // with the system's maximum raises it.
+  if (port_ > 0 && listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
   if (port_ <= 0) {
     return absl::UnavailableError(
         fmt::format("cannot listen on {}:{} (in use, or not a local address)", options_.host,

@@ -49,6 +49,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
+  int listen_fd_ = -1;
 };
 
 // True when `given` equals `expected`, in time independent of where they

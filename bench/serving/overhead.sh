@@ -32,7 +32,7 @@ for policy in off sink=16,lag=128,ratio=0.25; do
   "$PY" bench/serving/bench_serving.py --base-url "http://127.0.0.1:$PORT" \
     --num-prompts "$N" --input-len "$P" --output-len "$G" --request-rate inf \
     --lagkv "$policy" --warmup 2 --result-json "$OUT_DIR/serving_$tag.json" \
-    | tee "$OUT_DIR/serving_$tag.txt"
+    | tee "$OUT_DIR/serving_$tag.txt" || true  # failed requests are counted in the table below
 done
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
@@ -43,13 +43,13 @@ for policy in off sink=16,lag=128,ratio=0.25; do
 done
 
 echo
-echo "policy | HTTP output tok/s | offline generated tok/s | overhead"
+echo "policy | HTTP output tok/s (failed requests) | offline generated tok/s | overhead"
 for policy in off sink=16,lag=128,ratio=0.25; do
   tag=${policy//[=,]/_}
-  http=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['output_throughput'])" \
+  http=$("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['output_throughput'], r['failed'])" \
          "$OUT_DIR/serving_$tag.json")
   # the batch row of bench_offline's table: | N | P | G | generated tok/s | ...
   offline=$(awk -F'|' -v n="$N" '$2 + 0 == n { print $5 + 0 }' "$OUT_DIR/offline_$tag.txt")
-  "$PY" -c "import sys; h,o=float(sys.argv[2]),float(sys.argv[3]); print(f'{sys.argv[1]} | {h:.1f} | {o:.1f} | {100*(1-h/o):+.1f}%')" \
-    "$policy" "$http" "$offline"
+  "$PY" -c "import sys; h,f,o=float(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]); print(f'{sys.argv[1]} | {h:.1f} ({f}) | {o:.1f} | {100*(1-h/o):+.1f}%')" \
+    "$policy" $http "$offline"
 done
