@@ -188,3 +188,6 @@ def test_vllm_extras(client, model, server):
                                                    "top_k": 5, "min_p": 0.05,
                                                    "repetition_penalty": 1.1})
     assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
+    r = client.completions.create(model=model, prompt=PROMPT, max_tokens=2,
+                                  extra_body={"request_id": "my-call-17"})
+    assert r.id == "my-call-17"
