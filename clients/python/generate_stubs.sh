@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the committed gRPC stubs of proto/lagserve/v1/lagserve.proto into lagserve_client/lagserve/v1/.
-# Run from anywhere: clients/python/generate_stubs.sh   (needs: pip install grpcio-tools==1.85.1; PYTHON=... to pick the interpreter)
+# Run from anywhere: clients/python/generate_stubs.sh   (needs: pip install grpcio-tools==1.85.1; PYTHON=... to pick the interpreter;
+# STUBS_OUT=DIR writes elsewhere, as the test that the committed stubs match the proto does)
 set -euo pipefail
 
 GRPC_TOOLS_VERSION=1.85.1
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 python="${PYTHON:-python3}"
-out="$here/lagserve_client"
+out="${STUBS_OUT:-$here/lagserve_client}"
 
 have="$("$python" -c 'import importlib.metadata as m; print(m.version("grpcio-tools"))' 2>/dev/null || echo none)"
 if [[ "$have" != "$GRPC_TOOLS_VERSION" ]]; then
