@@ -69,16 +69,15 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   compression_.set(1.0);
 }
 
-void ServerMetrics::on_first_token(double ttft_s, double queue_s) {
+void ServerMetrics::on_first_token(int32_t n_prompt, double ttft_s, double queue_s) {
+  prompt_tokens_.inc(n_prompt);
   ttft_.observe(ttft_s);
   queue_.observe(queue_s);
 }
 
 void ServerMetrics::on_token_gap(double itl_s) { itl_.observe(itl_s); }
 
-void ServerMetrics::on_finish(runtime::FinishReason reason, int32_t n_prompt, int32_t n_output,
-                              double e2e_s) {
-  prompt_tokens_.inc(n_prompt);
+void ServerMetrics::on_finish(runtime::FinishReason reason, int32_t n_output, double e2e_s) {
   generation_tokens_.inc(n_output);
   e2e_.observe(e2e_s);
   switch (reason) {

@@ -17,9 +17,10 @@ class ServerMetrics {
   explicit ServerMetrics(const std::string& model_name);
 
   // Per-request events (thread-safe).
-  void on_first_token(double ttft_s, double queue_s);
+  // The first token shows the prompt was processed: it counts n_prompt.
+  void on_first_token(int32_t n_prompt, double ttft_s, double queue_s);
   void on_token_gap(double itl_s);
-  void on_finish(runtime::FinishReason reason, int32_t n_prompt, int32_t n_output, double e2e_s);
+  void on_finish(runtime::FinishReason reason, int32_t n_output, double e2e_s);
   // Gauges and engine counters, from a snapshot of the engine.
   void update(const runtime::EngineStats& stats);
   std::string render() const { return registry_.render(); }

@@ -71,7 +71,8 @@ void Generation::observe(const runtime::RequestOutput& out, int32_t choice) {
   if (!out.tokens.empty()) {
     if (!first_seen_[choice]) {
       first_seen_[choice] = true;
-      metrics_->on_first_token(seconds_between(start_, now), out.queue_seconds);
+      metrics_->on_first_token(prompt_lens_[choice], seconds_between(start_, now),
+                               out.queue_seconds);
     } else {
       metrics_->on_token_gap(seconds_between(last_token_[choice], now));
     }
@@ -81,8 +82,7 @@ void Generation::observe(const runtime::RequestOutput& out, int32_t choice) {
     finished_[choice] = true;
     --n_open_;
     live_->fetch_sub(1);
-    metrics_->on_finish(out.finish, prompt_lens_[choice], out.n_output,
-                        seconds_between(start_, now));
+    metrics_->on_finish(out.finish, out.n_output, seconds_between(start_, now));
   }
 }
 

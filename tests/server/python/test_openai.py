@@ -35,8 +35,23 @@ def tokenize(server, text):
     return body["tokens"]
 
 
+COUNTERS = ["lagserve:prompt_tokens_total", "lagserve:generation_tokens_total",
+            "lagserve:time_to_first_token_seconds_count", "lagserve:e2e_request_latency_seconds_count",
+            "lagserve:request_queue_time_seconds_count", "lagserve:inter_token_latency_seconds_count"]
+
+
 def test_completion_greedy_matches_its_own_stream(client, model, server):
+    before = {name: server.metric(name) for name in COUNTERS}
+    length_before = server.metric("lagserve:request_success_total", finished_reason="length")
     full = client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0)
+    delta = {name: server.metric(name) - before[name] for name in COUNTERS}
+    assert delta == {"lagserve:prompt_tokens_total": full.usage.prompt_tokens,
+                     "lagserve:generation_tokens_total": 12,
+                     "lagserve:time_to_first_token_seconds_count": 1,
+                     "lagserve:e2e_request_latency_seconds_count": 1,
+                     "lagserve:request_queue_time_seconds_count": 1,
+                     "lagserve:inter_token_latency_seconds_count": 11}
+    assert server.metric("lagserve:request_success_total", finished_reason="length") == length_before + 1
     choice = full.choices[0]
     assert choice.finish_reason == "length"
     assert full.usage.completion_tokens == 12
