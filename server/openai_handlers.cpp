@@ -17,7 +17,10 @@ using nlohmann::json;
 using runtime::FinishReason;
 using runtime::RequestOutput;
 
-constexpr auto kPoll = std::chrono::milliseconds(50);
+// How long a handler waits for an output before it checks on its client.
+// Outputs wake it at once; this only bounds how often dozens of waiting
+// handlers wake for nothing while they share the cores with the engine.
+constexpr auto kPoll = std::chrono::milliseconds(200);
 constexpr auto kHeartbeat = std::chrono::milliseconds(250);
 
 const char* finish_name(FinishReason f) {
