@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lagserve/v1/lagserve.grpc.pb.h"
+#include "server/api_key.h"
 #include "server/grpc_convert.h"
 #include "server/serving.h"
 
@@ -29,15 +30,6 @@ constexpr int kMaxReceiveBytes = 16 << 20;
 grpc::Status to_grpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())),
                       std::string(status.message()));
-}
-
-// Same length, then every byte looked at: the time taken says nothing about
-// where a wrong key first differs.
-bool equal_constant_time(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 // The status of a call that the client cancelled or whose deadline passed
@@ -91,7 +83,7 @@ bool LagServeService::authorized(const grpc::ServerContext& context) const {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return false;
-  return equal_constant_time(std::string_view(it->second.data(), it->second.size()),
+  return constant_time_equal(std::string_view(it->second.data(), it->second.size()),
                              *expected_authorization_);
 }
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include "server/api_key.h"
 #include "server/http_util.h"
 #include "server/serving.h"
 
@@ -98,14 +99,6 @@ json model_card(const ServingCore& core) {
 }
 
 }  // namespace
-
-bool constant_time_equal(const std::string& given, const std::string& expected) {
-  unsigned char diff = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
-  }
-  return diff == 0;
-}
 
 HttpServer::HttpServer(ServingCore& core, HttpOptions options)
     : core_(core), options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {

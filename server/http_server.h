@@ -52,8 +52,4 @@ class HttpServer {
   int listen_fd_ = -1;
 };
 
-// True when `given` equals `expected`, in time independent of where they
-// differ (API keys).
-bool constant_time_equal(const std::string& given, const std::string& expected);
-
 }  // namespace lagserve::server

@@ -262,3 +262,32 @@ def test_generate_unknown_model(stub, prompt_ids):
     code, details = status_of(stub, greedy(prompt_ids, model="nope"))
     assert code == grpc.StatusCode.NOT_FOUND
     assert "nope" in details
+
+
+def test_api_key_guards_every_method_but_health():
+    from conftest import Server
+
+    srv = Server("--api-key", "sekrit", "--drain-timeout", "0")
+    try:
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)
+            stub = pb_grpc.LagServeStub(ch)
+            for metadata in [None, (("authorization", "Bearer wrong"),),
+                             (("authorization", "sekrit"),)]:
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=30)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError) as e:
+                    list(stub.Generate(pb.GenerateRequest(text="Hi", max_tokens=2),
+                                       metadata=metadata, timeout=30))
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            ok = (("authorization", "Bearer sekrit"),)
+            assert len(stub.ListModels(pb.ListModelsRequest(), metadata=ok, timeout=30).models) == 1
+            msgs = list(stub.Generate(pb.GenerateRequest(text="Hi", max_tokens=2, ignore_eos=True),
+                                      metadata=ok, timeout=60))
+            assert msgs[-1].usage.completion_tokens == 2
+            health = health_pb2_grpc.HealthStub(ch)
+            assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status == \
+                health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert srv.stop() == 0
