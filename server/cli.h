@@ -11,6 +11,7 @@
 #include "engine/model/model.h"
 #include "engine/runtime/request.h"
 #include "server/engine_setup.h"
+#include "server/serving.h"
 
 namespace lagserve::cli {
 
@@ -34,17 +35,12 @@ struct GenerateArgs {
 };
 
 struct ServeArgs {
-  EngineArgs engine;
+  server::ServeOptions core;           // model, engine, limits (ServingCore's own options)
   std::string host = "127.0.0.1";
   int port = 8000;
   int grpc_port = 50051;               // -1: no gRPC server
   std::string api_key;                 // "" : none
   std::string api_key_file;
-  int max_queued_requests = 256;
-  int max_model_len = 0;               // 0: the model's context
-  int max_n = 16;
-  std::string served_model_name;
-  std::optional<std::string> chat_template;
   double drain_timeout_s = 30;
   int max_body_mb = 8;
   std::string log_level = "info";

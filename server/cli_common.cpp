@@ -24,9 +24,7 @@ absl::StatusOr<std::vector<int32_t>> encode_prompt(
   }
   LAGSERVE_ASSIGN_OR_RETURN(model::ChatTemplate tmpl,
                             model::detect_chat_template(model.chat_template, format));
-  const std::string rendered = tmpl.render(*messages, /*add_generation_prompt=*/true);
-  // The template writes BOS itself when it has one (Llama-3).
-  return tok.encode(rendered, tok.add_bos_default() && tmpl.bos_text.empty());
+  return tmpl.encode(tok, *messages);
 }
 
 runtime::Request request_from_flags(const GenerateArgs& args) {

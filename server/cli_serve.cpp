@@ -45,6 +45,17 @@ sigset_t block_stop_signals() {
   return set;
 }
 
+// Waits until no call is live or `seconds` have passed; returns the calls left.
+int64_t wait_idle(const server::ServingCore& core, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(seconds));
+  while (core.n_live() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return core.n_live();
+}
+
 }  // namespace
 
 int run_serve(const ServeArgs& args) {
@@ -54,14 +65,7 @@ int run_serve(const ServeArgs& args) {
   if (!api_key.ok()) return fail(api_key.status());
   const sigset_t stop_signals = block_stop_signals();
 
-  server::ServeOptions options;
-  options.engine = args.engine;
-  options.served_model_name = args.served_model_name;
-  options.max_model_len = args.max_model_len;
-  options.max_queued_requests = args.max_queued_requests;
-  options.max_n = args.max_n;
-  options.chat_template = args.chat_template;
-  server::ServingCore core(options);
+  server::ServingCore core(args.core);
 
   server::HttpOptions http_options;
   http_options.host = args.host;
@@ -93,7 +97,7 @@ int run_serve(const ServeArgs& args) {
     spdlog::warn("listening on {} without an API key: anyone who reaches it can use it", args.host);
   }
 
-  spdlog::info("loading model {}", args.engine.model);
+  spdlog::info("loading model {}", args.core.engine.model);
   const auto t0 = std::chrono::steady_clock::now();
   if (absl::Status s = core.load(); !s.ok()) {
     if (grpc) grpc->shutdown(std::chrono::system_clock::now());
@@ -111,19 +115,10 @@ int run_serve(const ServeArgs& args) {
                core.n_live(), args.drain_timeout_s);
   core.start_draining();
   if (grpc) grpc->set_serving(false);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            std::chrono::duration<double>(args.drain_timeout_s));
-  while (core.n_live() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  const int64_t left = core.n_live();
+  const int64_t left = wait_idle(core, args.drain_timeout_s);
   if (left > 0) {  // the drain timed out: cancel, and give the engine a step to say so
     core.cancel_all();
-    const auto cancel_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (core.n_live() > 0 && std::chrono::steady_clock::now() < cancel_deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    wait_idle(core, 10);
   }
   // The last responses are written after their requests finish: a moment for that.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));

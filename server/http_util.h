@@ -19,6 +19,8 @@ std::string dump_json(const nlohmann::json& j);
 // The error for a status from the core: InvalidArgument 400, NotFound 404,
 // ResourceExhausted 429, Unavailable 503, others 500.
 ApiError api_error(const absl::Status& status);
+// {"error": {message, type, param, code}} as JSON text.
+std::string error_body(const ApiError& error);
 void write_error(httplib::Response& res, const ApiError& error);
 // 404 unless `model` is empty or the served model's name.
 std::optional<ApiError> check_model(const ServingCore& core, const std::string& model);

@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   lagserve::cli::ServeArgs srv;
   CLI::App* sv = app.add_subcommand(
       "serve", "Serve the OpenAI-compatible HTTP API and the gRPC API (flags also read LAGSERVE_*)");
-  add_engine_options(sv, srv.engine);
+  add_engine_options(sv, srv.core.engine);
   sv->get_option("--model")->envname("LAGSERVE_MODEL");
   sv->get_option("--lagkv")->envname("LAGSERVE_LAGKV");
   sv->get_option("--threads")->envname("LAGSERVE_THREADS");
@@ -73,19 +73,19 @@ int main(int argc, char** argv) {
                   ->envname("LAGSERVE_API_KEY");
   sv->add_option("--api-key-file", srv.api_key_file, "Read the API key from the first line of F")
       ->envname("LAGSERVE_API_KEY_FILE")->excludes(key)->check(CLI::ExistingFile);
-  sv->add_option("--max-queued-requests", srv.max_queued_requests,
+  sv->add_option("--max-queued-requests", srv.core.max_queued_requests,
                  "Requests waiting for the engine before new ones get 429")
       ->capture_default_str()->envname("LAGSERVE_MAX_QUEUED_REQUESTS")
       ->check(CLI::PositiveNumber);
-  sv->add_option("--max-model-len", srv.max_model_len,
+  sv->add_option("--max-model-len", srv.core.max_model_len,
                  "Longest prompt + output in tokens (0: the model's context)")
       ->capture_default_str()->envname("LAGSERVE_MAX_MODEL_LEN")->check(CLI::NonNegativeNumber);
-  sv->add_option("--max-n", srv.max_n, "Most choices (n) per request")
+  sv->add_option("--max-n", srv.core.max_n, "Most choices (n) per request")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  sv->add_option("--served-model-name", srv.served_model_name,
+  sv->add_option("--served-model-name", srv.core.served_model_name,
                  "Model name in the API (default: the file or folder name)")
       ->envname("LAGSERVE_SERVED_MODEL_NAME");
-  sv->add_option("--chat-template", srv.chat_template,
+  sv->add_option("--chat-template", srv.core.chat_template,
                  "Chat template to use when the model's is not recognised")
       ->check(CLI::IsMember({"chatml", "llama3"}));
   sv->add_option("--drain-timeout", srv.drain_timeout_s,

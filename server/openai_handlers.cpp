@@ -135,8 +135,7 @@ std::optional<std::string> run_blocking(const CallContext& c, Generation& gen,
     if (poll == Generation::Poll::Timeout) continue;
     ChoiceState& ch = choices[i];
     if (!out.error.empty()) {
-      return dump_json({{"error", {{"message", "generation failed: " + out.error},
-                                   {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}});
+      return error_body({500, "generation failed: " + out.error, "server_error", "", ""});
     }
     ch.text += out.text;
     if (c.logprobs >= 0) {
@@ -201,8 +200,10 @@ bool run_stream(const CallContext& c, bool include_usage, Generation& gen, httpl
       continue;
     }
     if (!out.error.empty()) {
-      send({{"error", {{"message", "generation failed: " + out.error}, {"type", "server_error"},
-                       {"param", nullptr}, {"code", nullptr}}}});
+      const std::string event =
+          "data: " + error_body({500, "generation failed: " + out.error, "server_error", "", ""}) +
+          "\n\n";
+      sink.write(event.data(), event.size());
       return false;
     }
     n_output[i] = out.n_output;
@@ -264,14 +265,17 @@ ApiError api_error(const absl::Status& s) {
   }
 }
 
+std::string error_body(const ApiError& e) {
+  return dump_json({{"error",
+                     {{"message", e.message},
+                      {"type", e.type},
+                      {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+                      {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}});
+}
+
 void write_error(httplib::Response& res, const ApiError& e) {
   res.status = e.http_status;
-  json body = {{"error",
-                {{"message", e.message},
-                 {"type", e.type},
-                 {"param", e.param.empty() ? json(nullptr) : json(e.param)},
-                 {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
-  res.set_content(dump_json(body), "application/json");
+  res.set_content(error_body(e), "application/json");
 }
 
 std::optional<ApiError> check_model(const ServingCore& core, const std::string& model) {

@@ -90,8 +90,8 @@ void Generation::observe(const runtime::RequestOutput& out, int32_t choice) {
 
 ServingCore::ServingCore(ServeOptions options)
     : options_(std::move(options)),
-      metrics_(std::make_unique<ServerMetrics>(default_model_name(options_))),
-      model_name_(default_model_name(options_)) {
+      model_name_(default_model_name(options_)),
+      metrics_(std::make_unique<ServerMetrics>(model_name_)) {
   std::random_device rd;
   id_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
@@ -140,11 +140,7 @@ absl::StatusOr<std::vector<int32_t>> ServingCore::encode_chat(
           "messages[{}].role must be system, user or assistant, got '{}'", i, role));
     }
   }
-  const model::Tokenizer& tok = *parts_.model->tokenizer;
-  const std::string text = chat_template_->render(messages, /*add_generation_prompt=*/true);
-  // The template writes BOS itself when it has one (Llama-3).
-  return tok.encode(text, add_special.value_or(tok.add_bos_default() &&
-                                                chat_template_->bos_text.empty()));
+  return chat_template_->encode(*parts_.model->tokenizer, messages, add_special);
 }
 
 absl::StatusOr<std::vector<int32_t>> ServingCore::tokenize(const PromptInput& prompt,
@@ -154,13 +150,7 @@ absl::StatusOr<std::vector<int32_t>> ServingCore::tokenize(const PromptInput& pr
   switch (prompt.kind) {
     case PromptInput::Kind::Text:
       return tok.encode(prompt.text, add_special.value_or(tok.add_bos_default()));
-    case PromptInput::Kind::Tokens:
-      for (int32_t id : prompt.tokens) {
-        if (id < 0 || id >= vocab_size()) {
-          return absl::InvalidArgumentError(fmt::format(
-              "prompt token id {} is outside the vocabulary [0, {})", id, vocab_size()));
-        }
-      }
+    case PromptInput::Kind::Tokens:  // ids are checked by the engine at submit
       return prompt.tokens;
     case PromptInput::Kind::Chat:
       return encode_chat(prompt.messages, add_special);

@@ -162,12 +162,12 @@ class ServingCore {
   ServeOptions options_;
   std::atomic<ServerState> state_{ServerState::Loading};
   std::atomic<int64_t> live_{0};
+  std::string model_name_;  // before metrics_, whose labels carry it
   std::unique_ptr<ServerMetrics> metrics_;
   cli::EngineParts parts_;
   std::unique_ptr<runtime::AsyncEngine> engine_;
   std::optional<model::ChatTemplate> chat_template_;
   absl::Status chat_template_error_;
-  std::string model_name_;
   int32_t max_model_len_ = 0;
   kv::LagPolicy default_policy_;
   int64_t created_unix_ = 0;

@@ -3,6 +3,8 @@
 // produce exactly what the Jinja template would.
 #include "engine/model/chat_template.h"
 
+#include "engine/model/tokenizer.h"
+
 #include <algorithm>
 #include <cctype>
 #include <iterator>
@@ -173,6 +175,13 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
       break;
   }
   return out;
+}
+
+std::vector<int32_t> ChatTemplate::encode(const Tokenizer& tokenizer,
+                                          const std::vector<ChatMessage>& messages,
+                                          std::optional<bool> add_special) const {
+  return tokenizer.encode(render(messages, /*add_generation_prompt=*/true),
+                          add_special.value_or(tokenizer.add_bos_default() && bos_text.empty()));
 }
 
 }  // namespace lagserve::model

@@ -2,6 +2,7 @@
 // Jinja template text that a model ships; rendered natively (no Jinja engine).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,6 +11,8 @@
 #include "absl/status/statusor.h"
 
 namespace lagserve::model {
+
+class Tokenizer;
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant"
@@ -30,6 +33,11 @@ struct ChatTemplate {
   // the assistant header when add_generation_prompt is true.
   std::string render(const std::vector<ChatMessage>& messages,
                      bool add_generation_prompt) const;
+  // Token ids of the rendered conversation, ending with the assistant header.
+  // BOS follows the tokenizer's default unless the template writes it itself
+  // (Llama-3); add_special, when set, decides instead.
+  std::vector<int32_t> encode(const Tokenizer& tokenizer, const std::vector<ChatMessage>& messages,
+                              std::optional<bool> add_special = {}) const;
 };
 
 // Parses "chatml" or "llama3"; InvalidArgument otherwise.
