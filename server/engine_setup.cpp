@@ -1,28 +1,12 @@
 // make_engine_parts: model, backend, policy.
 #include "server/engine_setup.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/common/status_macros.h"
-#include "engine/model/gguf.h"
 
 namespace lagserve::cli {
-
-absl::StatusOr<std::optional<kv::LagPolicy>> checkpoint_policy(const model::Model& model) {
-  namespace fs = std::filesystem;
-  if (fs::is_directory(model.source)) {
-    std::ifstream in(fs::path(model.source) / "config.json");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return kv::lag_policy_from_config_json(ss.str());
-  }
-  LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<model::GgufFile> f, model::GgufFile::open(model.source));
-  return kv::lag_policy_from_gguf(*f);
-}
 
 absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args) {
   EngineParts parts;
@@ -31,7 +15,7 @@ absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args) {
   }
   LAGSERVE_ASSIGN_OR_RETURN(parts.model, model::load_model(args.model));
   if (args.lagkv.empty()) {
-    LAGSERVE_ASSIGN_OR_RETURN(std::optional<kv::LagPolicy> p, checkpoint_policy(*parts.model));
+    LAGSERVE_ASSIGN_OR_RETURN(std::optional<kv::LagPolicy> p, kv::lag_policy_from_model(*parts.model));
     if (p) parts.config.default_policy = *p;
   }
   backend::CpuBackendOptions opt;

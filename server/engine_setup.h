@@ -34,8 +34,4 @@ struct EngineParts {
 
 absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args);
 
-// The policy a checkpoint was trained with ("lagkv" in config.json, lagkv.*
-// in GGUF), if it records one.
-absl::StatusOr<std::optional<kv::LagPolicy>> checkpoint_policy(const model::Model& model);
-
 }  // namespace lagserve::cli

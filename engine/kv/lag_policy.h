@@ -15,6 +15,7 @@
 
 namespace lagserve::model {
 class GgufFile;
+struct Model;
 }  // namespace lagserve::model
 
 namespace lagserve::kv {
@@ -118,5 +119,9 @@ std::string lag_policy_to_config_json(const LagPolicy& policy);
 // otherwise enabled, with defaults for missing keys. Wrong types, unknown
 // lagkv.* keys and values out of range are InvalidArgument naming the key.
 absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_gguf(const model::GgufFile& gguf);
+// The policy a loaded checkpoint was trained with: config.json's "lagkv" for
+// a Hugging Face folder, lagkv.* for a GGUF file (re-read from model.source);
+// nullopt when it records none.
+absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_model(const model::Model& model);
 
 }  // namespace lagserve::kv

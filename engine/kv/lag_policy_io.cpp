@@ -4,10 +4,15 @@
 #include <fmt/format.h>
 
 #include <climits>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "engine/kv/lag_policy.h"
 #include "engine/model/gguf.h"
 #include "engine/model/lagkv_fields.h"
+#include "engine/model/model.h"
+#include "engine/common/status_macros.h"
 
 namespace lagserve::kv {
 namespace {
@@ -107,6 +112,18 @@ absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_gguf(const model::GgufF
         fmt::format("{}: {}", gguf.path(), std::string(p.status().message())));
   }
   return std::optional<LagPolicy>(*std::move(p));
+}
+
+absl::StatusOr<std::optional<LagPolicy>> lag_policy_from_model(const model::Model& model) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(model.source)) {
+    std::ifstream in(fs::path(model.source) / "config.json");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return lag_policy_from_config_json(ss.str());
+  }
+  LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<model::GgufFile> f, model::GgufFile::open(model.source));
+  return lag_policy_from_gguf(*f);
 }
 
 }  // namespace lagserve::kv

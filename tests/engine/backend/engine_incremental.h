@@ -1,0 +1,83 @@
+// The engine's compressed incremental run, shared by the conformance tests
+// (tests/engine/backend/lag_conformance_test.cpp against a masked dense
+// forward, tests/trainer/lrsa_conformance_test.cpp against the trainer): the
+// CPU backend fed `chunk` tokens per step through a SequenceCache, all logits
+// and every compaction's kept positions recorded.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <span>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/kv/block_pool.h"
+#include "engine/kv/lag_policy.h"
+#include "engine/kv/sequence_cache.h"
+#include "engine/model/model.h"
+
+namespace lagserve::testing_util {
+
+using Selections = std::map<std::tuple<int, int, int>, std::vector<int32_t>>;  // (layer, head, p)
+
+struct ForwardRun {
+  std::vector<std::vector<float>> logits;  // [T][vocab]
+  Selections kept;                         // absolute positions kept per partition
+};
+
+// The backend fed `chunk` tokens per step through a SequenceCache, then the
+// last `decode_tail` tokens one per step (decode).
+inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
+                                 const kv::LagPolicy& P, int chunk, int block_size,
+                                 int decode_tail = 0) {
+  backend::CpuBackendOptions opt;
+  opt.block_size = block_size;
+  opt.kv_cache_bytes = 64 << 20;
+  opt.poison_kv = true;
+  auto be = backend::make_cpu_backend(m, opt);
+  EXPECT_TRUE(be.ok()) << be.status();
+  kv::BlockPool pool((*be)->n_blocks());
+  kv::SequenceCache cache(P, m.config.n_layers, block_size);
+  ForwardRun run;
+  const size_t prefill_end = ids.size() - std::min<size_t>(decode_tail, ids.size());
+  for (size_t b = 0; b < ids.size();) {
+    const size_t limit = b < prefill_end ? prefill_end - b : 1;
+    const int n = static_cast<int>(std::min<size_t>(std::min<size_t>(chunk, limit), ids.size() - b));
+    EXPECT_TRUE(cache.reserve(pool, n).ok());
+    backend::StepBatch batch;
+    batch.seqs.push_back(backend::SequenceStep::from_cache(cache, std::span(ids).subspan(b, n),
+                                                           /*all_logits=*/true,
+                                                           /*trace_evictions=*/true));
+    auto out = (*be)->step(batch);
+    EXPECT_TRUE(out.ok()) << out.status();
+    for (int i = 0; i < n; ++i) {
+      auto r = out->row(i);
+      run.logits.emplace_back(r.begin(), r.end());
+    }
+    for (const auto& e : out->evictions) run.kept[{e.layer, e.kv_head, e.partition}] = e.kept_positions;
+    cache.advance(pool, n);
+    b += n;
+    if (cache.has_compressed()) {
+      EXPECT_EQ(cache.compressed().cache_len(), P.retained_len(cache.logical_len()));
+    }
+  }
+  cache.release(pool);
+  EXPECT_EQ(pool.n_used(), 0);
+  return run;
+}
+
+// ||a - b|| / ||b||
+inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * static_cast<double>(a[i] - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+}  // namespace lagserve::testing_util

@@ -1,0 +1,60 @@
+// LRSA attention (DESIGN.md section 1): attention under the LagKV visibility
+// function, in a block-sparse form that gathers each query partition's
+// visible keys; and plain causal attention for comparison and skip_layers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "engine/kv/lag_policy.h"
+
+namespace lagserve::trainer {
+
+// Positions kept by each scored partition, for batch row 0:
+// (layer, kv_head, partition) -> absolute positions, ascending. Same keys and
+// values as the engine's eviction trace.
+struct LrsaTrace {
+  std::map<std::tuple<int32_t, int32_t, int32_t>, std::vector<int32_t>> kept;
+};
+
+// Selected(p) for every scored partition (those whose partition p+1 is
+// complete within T), computed with engine/kv's lag_scores and lag_select on
+// an fp32 host copy (no gradient flows through the selection).
+// k, v: [B, KVH, T, D]. Returns, per batch row and KV head, the absolute
+// positions [0, S) followed by Selected(0), Selected(1), ... (each ascending).
+std::vector<std::vector<std::vector<int32_t>>> lag_prefix_lists(const torch::Tensor& k,
+                                                                const torch::Tensor& v,
+                                                                const kv::LagPolicy& policy);
+
+// The block-sparse layout: query blocks (the sink, then one per partition) of
+// `rows` queries, each seeing `keys` gathered key slots: a prefix ([0, S) and
+// the Selected sets its partition may see) and a window (the previous
+// partition whole and its own causally).
+struct LrsaBlocks {
+  int64_t n_blocks = 0;
+  int64_t rows = 0;  // Lq: queries per block (padded)
+  int64_t keys = 0;  // Nk: key slots per block
+  std::vector<int64_t> query_pos;    // [n_blocks * rows], clamped to T - 1
+  std::vector<int64_t> slot_of_pos;  // [T]: the block row that holds position t
+  std::vector<int64_t> key_pos;      // [B, KVH, n_blocks * keys], clamped to T - 1
+  std::vector<uint8_t> visible;      // [n_blocks, rows, keys]: 1 where the query sees the key
+};
+// Precondition: policy enabled; prefix lists from lag_prefix_lists for length T.
+LrsaBlocks lrsa_blocks(const kv::LagPolicy& policy, int64_t T,
+                       const std::vector<std::vector<std::vector<int32_t>>>& prefix_lists);
+
+// q: [B, H, T, D], k, v: [B, KVH, T, D] (after RoPE), H a multiple of KVH.
+// Returns [B, H, T, D]. Softmax in fp32 whatever the input dtype.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v);
+// Attention under the LagKV visibility of an enabled policy for a compressed
+// layer. `trace`, when set, receives the kept positions of batch row 0.
+torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
+                             const torch::Tensor& v, const kv::LagPolicy& policy,
+                             int32_t layer, LrsaTrace* trace);
+
+}  // namespace lagserve::trainer
