@@ -4,11 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <fmt/format.h>
+
 #include "engine/common/check.h"
+#include "trainer/lag_select_torch.h"
 
 namespace lagserve::trainer {
 
@@ -68,26 +74,26 @@ std::vector<std::vector<std::vector<int32_t>>> lag_prefix_lists(const torch::Ten
   return lists;
 }
 
-LrsaBlocks lrsa_blocks(const kv::LagPolicy& P, int64_t T,
-                       const std::vector<std::vector<std::vector<int32_t>>>& lists) {
-  LAGSERVE_CHECK(P.enabled && T > 0, "lrsa_blocks needs an enabled policy and T > 0");
+LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T) {
+  LAGSERVE_CHECK(P.enabled && T > 0, "lrsa_layout needs an enabled policy and T > 0");
   const int64_t S = std::min<int64_t>(P.sink, T), L = P.lag, k = P.keep;
   const int64_t n_parts = T > S ? div_ceil(T - S, L) : 0;
-  const bool sink_block = S > 0;
-  LrsaBlocks out;
-  out.n_blocks = (sink_block ? 1 : 0) + n_parts;
+  const int64_t n_scored = std::max<int64_t>(0, P.complete_partitions(static_cast<int32_t>(T)) - 1);
+  LrsaLayout out;
+  out.n_blocks = (S > 0 ? 1 : 0) + n_parts;
   out.rows = std::max(S, L);
+  out.prefix_len = S + n_scored * k;
   const int64_t n_prefix_max = S + std::max<int64_t>(0, n_parts - 2) * k;
   const int64_t window = std::max(S, 2 * L);
   out.keys = n_prefix_max + window;
 
   // Per block: first query, query count, window [w_begin, w_end), prefix count.
-  struct Block { int64_t q0, n_q, w_begin, w_end, n_prefix; };
+  struct Block { int64_t q0, n_q, w_begin, n_prefix; };
   std::vector<Block> blocks;
-  if (sink_block) blocks.push_back({0, S, 0, S, 0});
+  if (S > 0) blocks.push_back({0, S, 0, 0});
   for (int64_t c = 0; c < n_parts; ++c) {
-    const int64_t q0 = S + c * L, n_q = std::min(L, T - q0);
-    blocks.push_back({q0, n_q, S + std::max<int64_t>(0, c - 1) * L, q0 + n_q,
+    const int64_t q0 = S + c * L;
+    blocks.push_back({q0, std::min(L, T - q0), S + std::max<int64_t>(0, c - 1) * L,
                       S + std::max<int64_t>(0, c - 1) * k});
   }
 
@@ -95,8 +101,15 @@ LrsaBlocks lrsa_blocks(const kv::LagPolicy& P, int64_t T,
   out.query_pos.assign(out.n_blocks * R, T - 1);
   out.slot_of_pos.assign(T, 0);
   out.visible.assign(out.n_blocks * R * K, 0);
+  out.key_source.assign(out.n_blocks * K, 0);
   for (int64_t b = 0; b < out.n_blocks; ++b) {
     const Block& blk = blocks[b];
+    for (int64_t j = 0; j < n_prefix_max; ++j) {
+      out.key_source[b * K + j] = std::min(j, std::max<int64_t>(0, out.prefix_len - 1));
+    }
+    for (int64_t j = 0; j < window; ++j) {
+      out.key_source[b * K + n_prefix_max + j] = out.prefix_len + std::min(blk.w_begin + j, T - 1);
+    }
     for (int64_t i = 0; i < R; ++i) {
       uint8_t* vis = &out.visible[(b * R + i) * K];
       if (i >= blk.n_q) {
@@ -110,21 +123,15 @@ LrsaBlocks lrsa_blocks(const kv::LagPolicy& P, int64_t T,
       for (int64_t j = blk.w_begin; j <= t; ++j) vis[n_prefix_max + (j - blk.w_begin)] = 1;
     }
   }
-  const int64_t B = static_cast<int64_t>(lists.size());
-  const int64_t KVH = B > 0 ? static_cast<int64_t>(lists[0].size()) : 0;
-  out.key_pos.assign(B * KVH * out.n_blocks * K, 0);
-  for (int64_t bh = 0; bh < B * KVH; ++bh) {
-    const auto& list = lists[bh / KVH][bh % KVH];
-    for (int64_t b = 0; b < out.n_blocks; ++b) {
-      int64_t* pos = &out.key_pos[(bh * out.n_blocks + b) * K];
-      const Block& blk = blocks[b];
-      LAGSERVE_CHECK(static_cast<int64_t>(list.size()) >= blk.n_prefix,
-                     "prefix list holds {} positions, block needs {}", list.size(), blk.n_prefix);
-      for (int64_t j = 0; j < blk.n_prefix; ++j) pos[j] = list[j];
-      for (int64_t j = 0; j < window; ++j) pos[n_prefix_max + j] = std::min(blk.w_begin + j, T - 1);
-    }
-  }
   return out;
+}
+
+int64_t lrsa_key_position(const LrsaLayout& layout, const std::vector<int32_t>& prefix_list,
+                          int64_t block, int64_t slot) {
+  const int64_t src = layout.key_source[block * layout.keys + slot];
+  LAGSERVE_CHECK(static_cast<int64_t>(prefix_list.size()) == layout.prefix_len,
+                 "prefix list of {} entries, layout expects {}", prefix_list.size(), layout.prefix_len);
+  return src < layout.prefix_len ? prefix_list[src] : src - layout.prefix_len;
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
@@ -144,51 +151,107 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
   return masked_attention(qg, k, v, causal).reshape({B, H, T, D});
 }
 
+namespace {
+
+// The layout's tensors on one device, for one group size G; built once per
+// (policy, T, G, device) and reused by every layer and step.
+struct DeviceLayout {
+  int64_t n_blocks, rows, keys, prefix_len;
+  torch::Tensor query_pos;    // [M*R] int64
+  torch::Tensor slot_of_pos;  // [T] int64
+  torch::Tensor key_source;   // [M*K] int64
+  torch::Tensor visible;      // [M, G*R, K] bool: every query head of a group repeats the rows
+};
+
+DeviceLayout device_layout(const kv::LagPolicy& P, int64_t T, int64_t G, torch::Device device) {
+  static std::mutex mutex;
+  static std::map<std::string, DeviceLayout> cache;
+  const std::string key = fmt::format("{}|{}|{}|{}", P.to_string(), T, G, device.str());
+  std::lock_guard lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 16) cache.clear();  // lengths vary rarely; keep memory bounded
+  const LrsaLayout l = lrsa_layout(P, T);
+  const int64_t M = l.n_blocks, R = l.rows, K = l.keys;
+  const auto copy = [&](const auto& values, std::vector<int64_t> shape, torch::Dtype dtype) {
+    return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)
+        .to(device, /*non_blocking=*/false, /*copy=*/true);
+  };
+  DeviceLayout d{M, R, K, l.prefix_len,
+                 copy(l.query_pos, {M * R}, torch::kLong),
+                 copy(l.slot_of_pos, {T}, torch::kLong),
+                 copy(l.key_source, {M * K}, torch::kLong),
+                 copy(l.visible, {M, 1, R, K}, torch::kUInt8)
+                     .to(torch::kBool)
+                     .expand({M, G, R, K})
+                     .reshape({M, G * R, K})};
+  return cache.emplace(key, std::move(d)).first->second;
+}
+
+// [B, KVH, S + n_scored * keep] int64 on k's device: [0, S) then Selected(0), ...
+torch::Tensor prefix_positions(const torch::Tensor& k, const torch::Tensor& v, const kv::LagPolicy& P,
+                               int32_t layer, LrsaTrace* trace) {
+  const int64_t B = k.size(0), KVH = k.size(1), T = k.size(2);
+  const int64_t S = std::min<int64_t>(P.sink, T);
+  torch::Tensor prefix;
+  if (k.is_cuda() && trace == nullptr) {
+    // NOTE: on the GPU the selection runs as torch ops (no host round trip);
+    // tests/trainer/lag_select_torch_test.cpp holds it to engine/kv's reference.
+    const auto sink = torch::arange(S, torch::dtype(torch::kLong).device(k.device()));
+    prefix = torch::cat({sink.expand({B, KVH, S}), lag_selected_positions(k, v, P)}, -1);
+  } else {
+    const auto lists = lag_prefix_lists(k, v, P);
+    const int64_t n = static_cast<int64_t>(lists[0][0].size());
+    auto host = torch::empty({B, KVH, n}, torch::kLong);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < KVH; ++h) {
+        std::copy(lists[b][h].begin(), lists[b][h].end(), host.data_ptr<int64_t>() + (b * KVH + h) * n);
+      }
+    }
+    if (trace != nullptr) {
+      for (int64_t h = 0; h < KVH; ++h) {
+        const auto& list = lists[0][h];
+        for (int64_t i = S, p = 0; i < n; i += P.keep, ++p) {
+          trace->kept[{layer, static_cast<int32_t>(h), static_cast<int32_t>(p)}] =
+              std::vector<int32_t>(list.begin() + i, list.begin() + i + P.keep);
+        }
+      }
+    }
+    prefix = host.to(k.device());
+  }
+  return prefix;
+}
+
+}  // namespace
+
 torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
                              const torch::Tensor& v, const kv::LagPolicy& P, int32_t layer,
                              LrsaTrace* trace) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KVH = k.size(1);
   const int64_t G = H / KVH;
-  const auto lists = lag_prefix_lists(k, v, P);
-  if (trace != nullptr) {
-    const int32_t S = std::min<int32_t>(P.sink, static_cast<int32_t>(T));
-    for (int64_t h = 0; h < KVH; ++h) {
-      const auto& list = lists[0][h];
-      for (size_t i = S, p = 0; i < list.size(); i += P.keep, ++p) {
-        trace->kept[{layer, static_cast<int32_t>(h), static_cast<int32_t>(p)}] =
-            std::vector<int32_t>(list.begin() + i, list.begin() + i + P.keep);
-      }
-    }
-  }
-  const LrsaBlocks blk = lrsa_blocks(P, T, lists);
-  const int64_t M = blk.n_blocks, R = blk.rows, K = blk.keys;
-  // Owning copies on the device: autograd keeps the index tensors for the
-  // backward pass, after `blk` is gone.
-  const auto device_copy = [&](const auto& values, std::vector<int64_t> shape, torch::Dtype dtype) {
-    return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)
-        .to(q.device(), /*non_blocking=*/false, /*copy=*/true);
-  };
-  const auto query_pos = device_copy(blk.query_pos, {M * R}, torch::kLong);
-  const auto slot_of_pos = device_copy(blk.slot_of_pos, {T}, torch::kLong);
-  const auto key_pos = device_copy(blk.key_pos, {B, KVH, M * K, 1}, torch::kLong).expand({B, KVH, M * K, D});
-  // [M, R, K] -> [M, G*R, K]: each query head of a group repeats the block's rows.
-  const auto visible = device_copy(blk.visible, {M, 1, R, K}, torch::kUInt8)
-                           .to(torch::kBool)
-                           .expand({M, G, R, K})
-                           .reshape({M, G * R, K});
+  const DeviceLayout l = device_layout(P, T, G, q.device());
+  const int64_t M = l.n_blocks, R = l.rows, K = l.keys;
+  const auto prefix = prefix_positions(k, v, P, layer, trace);
+  LAGSERVE_CHECK(prefix.size(2) == l.prefix_len, "prefix of {} positions, layout expects {}",
+                 prefix.size(2), l.prefix_len);
+  // Key positions of every block's slots: [B, KVH, M*K].
+  const auto all_pos = torch::arange(T, prefix.options()).expand({B, KVH, T});
+  const auto key_pos = torch::cat({prefix, all_pos}, -1)
+                           .gather(-1, l.key_source.expand({B, KVH, M * K}))
+                           .unsqueeze(-1)
+                           .expand({B, KVH, M * K, D});
 
   // q blocks: [B, H, M*R, D] -> [B, KVH, G, M, R, D] -> [B*KVH, M, G*R, D].
-  const auto qb = q.index_select(2, query_pos)
+  const auto qb = q.index_select(2, l.query_pos)
                       .view({B, KVH, G, M, R, D})
                       .permute({0, 1, 3, 2, 4, 5})
                       .reshape({B * KVH, M, G * R, D});
   const auto kb = k.gather(2, key_pos).view({B * KVH, M, K, D});
   const auto vb = v.gather(2, key_pos).view({B * KVH, M, K, D});
-  const auto ob = masked_attention(qb, kb, vb, visible);  // [B*KVH, M, G*R, D]
+  const auto ob = masked_attention(qb, kb, vb, l.visible);  // [B*KVH, M, G*R, D]
   return ob.view({B, KVH, M, G, R, D})
       .permute({0, 1, 3, 2, 4, 5})
       .reshape({B, H, M * R, D})
-      .index_select(2, slot_of_pos);
+      .index_select(2, l.slot_of_pos);
 }
 
 }  // namespace lagserve::trainer

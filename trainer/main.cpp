@@ -3,9 +3,10 @@
 // long-context tasks as JSONL).
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
+#include <fmt/core.h>
 
 #include "engine/model/model.h"
 #include "trainer/data/tasks.h"
@@ -76,19 +77,15 @@ int main(int argc, char** argv) {
   md->add_option("--out,-o", out, "Output file (default: stdout)");
 
   CLI11_PARSE(app, argc, argv);
+  const auto fail = [](const absl::Status& s) {
+    fmt::print(stderr, "lagtrain: error: {}\n", std::string(s.message()));
+    return 1;
+  };
 
   if (*t) {
     const absl::Status s = lagserve::trainer::run_training(train);
-    if (!s.ok()) {
-      spdlog::error("{}", std::string(s.message()));
-      return 1;
-    }
-    return 0;
+    return s.ok() ? 0 : fail(s);
   }
-  const auto fail = [](const absl::Status& s) {
-    spdlog::error("{}", std::string(s.message()));
-    return 1;
-  };
   auto parsed = lagserve::trainer::parse_task(task);
   if (!parsed.ok()) return fail(parsed.status());
   if (length < 1 || count < 1) return fail(absl::InvalidArgumentError("--length and --count must be >= 1"));
@@ -96,13 +93,15 @@ int main(int argc, char** argv) {
   if (!path.ok()) return fail(path.status());
   auto m = lagserve::model::load_model(*path, {.weights = false});
   if (!m.ok()) return fail(m.status());
-  std::ofstream file;
-  if (!out.empty()) {
-    file.open(out);
-    if (!file) return fail(absl::InvalidArgumentError("--out: cannot write " + out));
-  }
-  std::ostream& os = out.empty() ? std::cout : file;
-  const absl::Status s = lagserve::trainer::write_task_jsonl(*parsed, length, count, seed, *(*m)->tokenizer, os);
+  // Generated in memory first: a failure leaves no half-written file.
+  std::ostringstream jsonl;
+  const absl::Status s = lagserve::trainer::write_task_jsonl(*parsed, length, count, seed, *(*m)->tokenizer, jsonl);
   if (!s.ok()) return fail(s);
+  if (out.empty()) {
+    std::cout << jsonl.str();
+    return 0;
+  }
+  std::ofstream file(out);
+  if (!(file << jsonl.str())) return fail(absl::InvalidArgumentError("--out: cannot write " + out));
   return 0;
 }

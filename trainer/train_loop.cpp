@@ -11,7 +11,6 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "engine/common/status_macros.h"
@@ -28,6 +27,17 @@
 namespace lagserve::trainer {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// One progress message on stderr. NOTE: not spdlog: the LibTorch of PyTorch
+// wheels ships its own fmt headers, which the system spdlog cannot use.
+template <typename... Args>
+void note(fmt::format_string<Args...> format, Args&&... args) {
+  fmt::print(stderr, "lagtrain: {}\n", fmt::format(format, std::forward<Args>(args)...));
+}
+
+}  // namespace
 
 double lr_at(const TrainOptions& o, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
@@ -169,7 +179,7 @@ absl::Status run_training(const TrainOptions& o) {
   if (!o.eval_data.empty()) {
     LAGSERVE_ASSIGN_OR_RETURN(eval_seqs, load_sequences(o.eval_data, *base, chat_ptr, o.seq_len));
   }
-  spdlog::info("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}",
+  note("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}",
                path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention,
                policy.to_string(), cuda ? "cuda" : "cpu");
 
@@ -204,7 +214,7 @@ absl::Status run_training(const TrainOptions& o) {
           saved.fingerprint, state.fingerprint));
     }
     state = saved;
-    spdlog::info("resumed from {} at step {}", ckpt_dir, state.step);
+    note("resumed from {} at step {}", ckpt_dir, state.step);
   }
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -217,13 +227,17 @@ absl::Status run_training(const TrainOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = state.step;
   int64_t tokens_this_run = 0;
+  double eval_s = 0;  // excluded from the training time and tokens/s
   const auto log_eval = [&] {
     if (eval_seqs.empty()) return;
+    const auto e0 = std::chrono::steady_clock::now();
     const auto [loss, acc] = evaluate(lm, eval_seqs, o.eval_batches, o.batch_size, device);
+    eval_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     bar.finish();
-    spdlog::info("step {}: eval loss {:.4f}, token accuracy {:.4f}", state.step, loss, acc);
+    note("step {}: eval loss {:.4f}, token accuracy {:.4f}", state.step, loss, acc);
     log << nlohmann::json{{"step", state.step}, {"eval_loss", loss}, {"eval_accuracy", acc}}.dump() << "\n";
   };
+  if (state.step == 0) log_eval();  // the baseline
   while (state.step < last) {
     const double lr = lr_at(o, state.step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
@@ -243,7 +257,8 @@ absl::Status run_training(const TrainOptions& o) {
     ++state.step;
 
     const double loss = loss_sum / o.grad_accum;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - eval_s;
     const double tok_s = tokens_this_run / std::max(elapsed, 1e-9);
     log << nlohmann::json{{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                           {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}}.dump() << "\n";
@@ -263,14 +278,14 @@ absl::Status run_training(const TrainOptions& o) {
   }
   bar.finish();
   if (state.step < o.steps) {
-    spdlog::info("stopped at step {} of {}; continue with --resume", state.step, o.steps);
+    note("stopped at step {} of {}; continue with --resume", state.step, o.steps);
     return absl::OkStatus();
   }
   if (o.eval_every == 0 || o.steps % o.eval_every != 0) log_eval();
   ExportOptions ex;
   ex.dtype = o.export_dtype == "bf16" ? SaveDtype::BF16 : SaveDtype::F32;
   LAGSERVE_RETURN_IF_ERROR(export_hf(o.out, *base, lm.to_weights(), policy, ex));
-  spdlog::info("exported {} (policy {}); serve it with: lagserve serve --model {}", o.out,
+  note("exported {} (policy {}); serve it with: lagserve serve --model {}", o.out,
                policy.to_string(), o.out);
   return absl::OkStatus();
 }

@@ -1,8 +1,6 @@
 // The lagserve binary as a user runs it: bad model files give one error line
 // and exit status 1 (never a crash); generate streams the same greedy text as
 // transformers on the default model; tokenize prints Hugging Face's ids.
-#include <sys/wait.h>
-
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -14,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model/model.h"
+#include "tests/common/cli_run.h"
 
 namespace {
 
@@ -21,33 +20,10 @@ namespace fs = std::filesystem;
 const fs::path kSource(LAGSERVE_SOURCE_DIR);
 const fs::path kBinary = fs::path(LAGSERVE_BINARY_DIR) / "server/lagserve";
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
+using lagserve::testing_util::CliRun;
+using lagserve::testing_util::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Runs the binary with a shell-quoted argument string.
-CliRun run(const std::string& args) {
-  const fs::path tmp = fs::temp_directory_path() / ("lagserve_cli_" + std::to_string(::getpid()));
-  const std::string cmd = kBinary.string() + " " + args + " >" + tmp.string() + ".out 2>" +
-                          tmp.string() + ".err";
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(tmp.string() + ".out");
-  r.err = slurp(tmp.string() + ".err");
-  fs::remove(tmp.string() + ".out");
-  fs::remove(tmp.string() + ".err");
-  return r;
-}
-
+CliRun run(const std::string& args) { return lagserve::testing_util::run_cli(kBinary, args); }
 
 void expect_one_error_line(const CliRun& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.err;

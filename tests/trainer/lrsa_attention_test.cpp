@@ -46,15 +46,14 @@ std::vector<int32_t> random_prefix_list(const kv::LagPolicy& P, int64_t T, std::
   return list;
 }
 
-TEST(LrsaBlocks, EveryVisibleKeyExactlyOnce) {
+TEST(LrsaLayout, EveryVisibleKeyExactlyOnce) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
     const kv::LagPolicy P = random_policy(rng);
     const int64_t T = 1 + static_cast<int64_t>(rng() % 80);
     std::set<int32_t> selected;
-    const std::vector<std::vector<std::vector<int32_t>>> lists{
-        {random_prefix_list(P, T, rng, selected)}};
-    const LrsaBlocks blk = lrsa_blocks(P, T, lists);
+    const std::vector<int32_t> list = random_prefix_list(P, T, rng, selected);
+    const LrsaLayout blk = lrsa_layout(P, T);
     SCOPED_TRACE(P.to_string() + " T=" + std::to_string(T));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t slot = blk.slot_of_pos[t];
@@ -62,7 +61,7 @@ TEST(LrsaBlocks, EveryVisibleKeyExactlyOnce) {
       const int64_t b = slot / blk.rows;
       std::vector<int> seen(T, 0);
       for (int64_t s = 0; s < blk.keys; ++s) {
-        if (blk.visible[slot * blk.keys + s]) ++seen[blk.key_pos[b * blk.keys + s]];
+        if (blk.visible[slot * blk.keys + s]) ++seen[lrsa_key_position(blk, list, b, s)];
       }
       for (int64_t j = 0; j < T; ++j) {
         const bool want = kv::lag_visible(P, static_cast<int32_t>(t), static_cast<int32_t>(j),

@@ -186,6 +186,17 @@ absl::StatusOr<std::string> fit_haystack(const Haystack& haystack, int32_t lengt
       estimates.push_back(e);
       budget -= e;
     }
+    // Small vocabularies spend many tokens per sentence: close the gap with
+    // one-word sentences.
+    static constexpr const char* kTiny[] = {"Yes.", "Indeed.", "Fine.", "Right.", "So."};
+    for (int attempt = 0; attempt < 16 && budget > 0; ++attempt) {
+      std::string s = kTiny[uniform_below(rng, std::size(kTiny))];
+      const int64_t e = estimate(s);
+      if (e > budget) continue;
+      filler.push_back(std::move(s));
+      estimates.push_back(e);
+      budget -= e;
+    }
   };
 
   const int64_t fixed = count();
