@@ -6,7 +6,7 @@
 #include <string>
 
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
+#include <torch/optim/adamw.h>
 
 #include "absl/status/statusor.h"
 
@@ -19,10 +19,10 @@ struct LoopState {
 };
 
 absl::Status save_checkpoint(const std::string& dir, torch::nn::Module& model,
-                             torch::optim::Optimizer& optimizer, const LoopState& state);
+                             torch::optim::AdamW& optimizer, const LoopState& state);
 // Loads into an already built model and optimizer (same shapes). NotFound when
 // dir holds no checkpoint; InvalidArgument when it is unreadable.
 absl::StatusOr<LoopState> load_checkpoint(const std::string& dir, torch::nn::Module& model,
-                                          torch::optim::Optimizer& optimizer);
+                                          torch::optim::AdamW& optimizer);
 
 }  // namespace lagserve::trainer

@@ -54,10 +54,10 @@ class Lagtrain : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
-  static std::string train_args(const fs::path& out, int steps) {
+  static std::string train_args(const fs::path& out, int steps, const std::string& policy = kPolicy) {
     return "train --model " + kTiny + " --data " + (dir_ / "train.jsonl").string() +
            " --eval-data " + (dir_ / "train.jsonl").string() + " --out " + out.string() +
-           " --lagkv " + kPolicy + " --seq-len 512 --batch-size 2 --grad-accum 2 --warmup 2" +
+           " --lagkv " + policy + " --seq-len 512 --batch-size 2 --grad-accum 2 --warmup 2" +
            " --lr 3e-3 --threads 2 --device cpu --no-progress --seed 7 --steps " + std::to_string(steps);
   }
   static fs::path dir_;
@@ -105,7 +105,7 @@ TEST_F(Lagtrain, ResumeGivesTheLossCurveOfAnUninterruptedRun) {
     EXPECT_NEAR(b.loss[i], a.loss[i], 1e-6 * std::abs(a.loss[i])) << "step " << i + 1;
   }
   // Resuming with other options is refused, naming the difference.
-  const CliRun other = run_cli(kLagtrain, train_args(split, 6) + " --resume --lagkv sink=4,lag=16,keep=8");
+  const CliRun other = run_cli(kLagtrain, train_args(split, 6, "sink=4,lag=16,keep=8") + " --resume");
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("other options"), std::string::npos) << other.err;
 }
