@@ -74,8 +74,8 @@ std::vector<std::vector<std::vector<int32_t>>> lag_prefix_lists(const torch::Ten
   return lists;
 }
 
-LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T) {
-  LAGSERVE_CHECK(P.enabled && T > 0, "lrsa_layout needs an enabled policy and T > 0");
+LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T, int64_t max_groups) {
+  LAGSERVE_CHECK(P.enabled && T > 0 && max_groups >= 1, "lrsa_layout: bad arguments (T {})", T);
   const int64_t S = std::min<int64_t>(P.sink, T), L = P.lag, k = P.keep;
   const int64_t n_parts = T > S ? div_ceil(T - S, L) : 0;
   const int64_t n_scored = std::max<int64_t>(0, P.complete_partitions(static_cast<int32_t>(T)) - 1);
@@ -83,11 +83,9 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T) {
   out.n_blocks = (S > 0 ? 1 : 0) + n_parts;
   out.rows = std::max(S, L);
   out.prefix_len = S + n_scored * k;
-  const int64_t n_prefix_max = S + std::max<int64_t>(0, n_parts - 2) * k;
   const int64_t window = std::max(S, 2 * L);
-  out.keys = n_prefix_max + window;
 
-  // Per block: first query, query count, window [w_begin, w_end), prefix count.
+  // Per block: first query, query count, window begin, prefix count.
   struct Block { int64_t q0, n_q, w_begin, n_prefix; };
   std::vector<Block> blocks;
   if (S > 0) blocks.push_back({0, S, 0, 0});
@@ -97,40 +95,50 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T) {
                       S + std::max<int64_t>(0, c - 1) * k});
   }
 
-  const int64_t R = out.rows, K = out.keys;
+  const int64_t R = out.rows;
   out.query_pos.assign(out.n_blocks * R, T - 1);
   out.slot_of_pos.assign(T, 0);
-  out.visible.assign(out.n_blocks * R * K, 0);
-  out.key_source.assign(out.n_blocks * K, 0);
-  for (int64_t b = 0; b < out.n_blocks; ++b) {
-    const Block& blk = blocks[b];
-    for (int64_t j = 0; j < n_prefix_max; ++j) {
-      out.key_source[b * K + j] = std::min(j, std::max<int64_t>(0, out.prefix_len - 1));
-    }
-    for (int64_t j = 0; j < window; ++j) {
-      out.key_source[b * K + n_prefix_max + j] = out.prefix_len + std::min(blk.w_begin + j, T - 1);
-    }
-    for (int64_t i = 0; i < R; ++i) {
-      uint8_t* vis = &out.visible[(b * R + i) * K];
-      if (i >= blk.n_q) {
-        vis[n_prefix_max] = 1;  // a padding row: any valid key keeps its softmax finite
-        continue;
+  const int64_t per_group = div_ceil(out.n_blocks, std::min(out.n_blocks, max_groups));
+  for (int64_t first = 0; first < out.n_blocks; first += per_group) {
+    LrsaBlockGroup g;
+    g.first_block = first;
+    g.n_blocks = std::min(per_group, out.n_blocks - first);
+    g.n_prefix = blocks[first + g.n_blocks - 1].n_prefix;  // prefixes only grow
+    g.keys = g.n_prefix + window;
+    const int64_t K = g.keys;
+    g.key_source.assign(g.n_blocks * K, 0);
+    g.visible.assign(g.n_blocks * R * K, 0);
+    for (int64_t gb = 0; gb < g.n_blocks; ++gb) {
+      const Block& blk = blocks[first + gb];
+      for (int64_t j = 0; j < g.n_prefix; ++j) {
+        g.key_source[gb * K + j] = std::min(j, std::max<int64_t>(0, out.prefix_len - 1));
       }
-      const int64_t t = blk.q0 + i;
-      out.query_pos[b * R + i] = t;
-      out.slot_of_pos[t] = b * R + i;
-      for (int64_t j = 0; j < blk.n_prefix; ++j) vis[j] = 1;
-      for (int64_t j = blk.w_begin; j <= t; ++j) vis[n_prefix_max + (j - blk.w_begin)] = 1;
+      for (int64_t j = 0; j < window; ++j) {
+        g.key_source[gb * K + g.n_prefix + j] = out.prefix_len + std::min(blk.w_begin + j, T - 1);
+      }
+      for (int64_t i = 0; i < R; ++i) {
+        uint8_t* vis = &g.visible[(gb * R + i) * K];
+        if (i >= blk.n_q) {
+          vis[g.n_prefix] = 1;  // a padding row: any valid key keeps its softmax finite
+          continue;
+        }
+        const int64_t t = blk.q0 + i, b = first + gb;
+        out.query_pos[b * R + i] = t;
+        out.slot_of_pos[t] = b * R + i;
+        for (int64_t j = 0; j < blk.n_prefix; ++j) vis[j] = 1;
+        for (int64_t j = blk.w_begin; j <= t; ++j) vis[g.n_prefix + (j - blk.w_begin)] = 1;
+      }
     }
+    out.groups.push_back(std::move(g));
   }
   return out;
 }
 
 int64_t lrsa_key_position(const LrsaLayout& layout, const std::vector<int32_t>& prefix_list,
-                          int64_t block, int64_t slot) {
-  const int64_t src = layout.key_source[block * layout.keys + slot];
+                          const LrsaBlockGroup& group, int64_t block, int64_t slot) {
   LAGSERVE_CHECK(static_cast<int64_t>(prefix_list.size()) == layout.prefix_len,
                  "prefix list of {} entries, layout expects {}", prefix_list.size(), layout.prefix_len);
+  const int64_t src = group.key_source[(block - group.first_block) * group.keys + slot];
   return src < layout.prefix_len ? prefix_list[src] : src - layout.prefix_len;
 }
 
@@ -156,11 +164,15 @@ namespace {
 // The layout's tensors on one device, for one group size G; built once per
 // (policy, T, G, device) and reused by every layer and step.
 struct DeviceLayout {
-  int64_t n_blocks, rows, keys, prefix_len;
+  struct Group {
+    int64_t first_block, n_blocks, keys;
+    torch::Tensor key_source;  // [n_blocks * keys] int64
+    torch::Tensor visible;     // [n_blocks, G*R, keys] bool: each query head of a group repeats the rows
+  };
+  int64_t n_blocks, rows, prefix_len;
   torch::Tensor query_pos;    // [M*R] int64
   torch::Tensor slot_of_pos;  // [T] int64
-  torch::Tensor key_source;   // [M*K] int64
-  torch::Tensor visible;      // [M, G*R, K] bool: every query head of a group repeats the rows
+  std::vector<Group> groups;
 };
 
 DeviceLayout device_layout(const kv::LagPolicy& P, int64_t T, int64_t G, torch::Device device) {
@@ -171,19 +183,21 @@ DeviceLayout device_layout(const kv::LagPolicy& P, int64_t T, int64_t G, torch::
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   if (cache.size() >= 16) cache.clear();  // lengths vary rarely; keep memory bounded
   const LrsaLayout l = lrsa_layout(P, T);
-  const int64_t M = l.n_blocks, R = l.rows, K = l.keys;
+  const int64_t M = l.n_blocks, R = l.rows;
   const auto copy = [&](const auto& values, std::vector<int64_t> shape, torch::Dtype dtype) {
     return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)
         .to(device, /*non_blocking=*/false, /*copy=*/true);
   };
-  DeviceLayout d{M, R, K, l.prefix_len,
-                 copy(l.query_pos, {M * R}, torch::kLong),
-                 copy(l.slot_of_pos, {T}, torch::kLong),
-                 copy(l.key_source, {M * K}, torch::kLong),
-                 copy(l.visible, {M, 1, R, K}, torch::kUInt8)
-                     .to(torch::kBool)
-                     .expand({M, G, R, K})
-                     .reshape({M, G * R, K})};
+  DeviceLayout d{M, R, l.prefix_len, copy(l.query_pos, {M * R}, torch::kLong),
+                 copy(l.slot_of_pos, {T}, torch::kLong), {}};
+  for (const LrsaBlockGroup& g : l.groups) {
+    const int64_t n = g.n_blocks, K = g.keys;
+    d.groups.push_back({g.first_block, n, K, copy(g.key_source, {n * K}, torch::kLong),
+                        copy(g.visible, {n, 1, R, K}, torch::kUInt8)
+                            .to(torch::kBool)
+                            .expand({n, G, R, K})
+                            .reshape({n, G * R, K})});
+  }
   return cache.emplace(key, std::move(d)).first->second;
 }
 
@@ -229,25 +243,29 @@ torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KVH = k.size(1);
   const int64_t G = H / KVH;
   const DeviceLayout l = device_layout(P, T, G, q.device());
-  const int64_t M = l.n_blocks, R = l.rows, K = l.keys;
+  const int64_t M = l.n_blocks, R = l.rows;
   const auto prefix = prefix_positions(k, v, P, layer, trace);
   LAGSERVE_CHECK(prefix.size(2) == l.prefix_len, "prefix of {} positions, layout expects {}",
                  prefix.size(2), l.prefix_len);
-  // Key positions of every block's slots: [B, KVH, M*K].
-  const auto all_pos = torch::arange(T, prefix.options()).expand({B, KVH, T});
-  const auto key_pos = torch::cat({prefix, all_pos}, -1)
-                           .gather(-1, l.key_source.expand({B, KVH, M * K}))
-                           .unsqueeze(-1)
-                           .expand({B, KVH, M * K, D});
+  // Every position a key slot can read: the prefix list, then 0 .. T-1.
+  const auto sources = torch::cat({prefix, torch::arange(T, prefix.options()).expand({B, KVH, T})}, -1);
 
   // q blocks: [B, H, M*R, D] -> [B, KVH, G, M, R, D] -> [B*KVH, M, G*R, D].
   const auto qb = q.index_select(2, l.query_pos)
                       .view({B, KVH, G, M, R, D})
                       .permute({0, 1, 3, 2, 4, 5})
                       .reshape({B * KVH, M, G * R, D});
-  const auto kb = k.gather(2, key_pos).view({B * KVH, M, K, D});
-  const auto vb = v.gather(2, key_pos).view({B * KVH, M, K, D});
-  const auto ob = masked_attention(qb, kb, vb, l.visible);  // [B*KVH, M, G*R, D]
+  std::vector<torch::Tensor> outs;
+  for (const auto& g : l.groups) {
+    const int64_t n = g.n_blocks, K = g.keys;
+    const auto key_pos = sources.gather(-1, g.key_source.expand({B, KVH, n * K}))
+                             .unsqueeze(-1)
+                             .expand({B, KVH, n * K, D});
+    const auto kb = k.gather(2, key_pos).view({B * KVH, n, K, D});
+    const auto vb = v.gather(2, key_pos).view({B * KVH, n, K, D});
+    outs.push_back(masked_attention(qb.narrow(1, g.first_block, n), kb, vb, g.visible));
+  }
+  const auto ob = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [B*KVH, M, G*R, D]
   return ob.view({B, KVH, M, G, R, D})
       .permute({0, 1, 3, 2, 4, 5})
       .reshape({B, H, M * R, D})

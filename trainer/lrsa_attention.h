@@ -32,30 +32,38 @@ std::vector<std::vector<std::vector<int32_t>>> lag_prefix_lists(const torch::Ten
 
 // The block-sparse layout of the visibility function for a length T, which
 // does not depend on the selection: query blocks (the sink, then one per
-// partition) of `rows` queries, each seeing `keys` key slots: a prefix ([0, S)
-// and the Selected sets its partition may see, taken from the prefix list of
-// lag_prefix_lists) and a window (the previous partition whole and its own
-// partition causally).
-struct LrsaLayout {
+// partition) of `rows` queries. A block sees key slots of two kinds: a prefix
+// ([0, S) and the Selected sets its partition may see, read from the prefix
+// list of lag_prefix_lists) and a window (the previous partition whole and its
+// own partition causally). Consecutive blocks form groups; a group pads its
+// blocks' prefixes to the longest one among them (the last block's), so that
+// few groups (one attention call each) waste little on padding.
+struct LrsaBlockGroup {
+  int64_t first_block = 0;
   int64_t n_blocks = 0;
-  int64_t rows = 0;         // Lq: queries per block (padded)
-  int64_t keys = 0;         // Nk: key slots per block
-  int64_t prefix_len = 0;   // entries of a prefix list: S + n_scored * keep
-  std::vector<int64_t> query_pos;    // [n_blocks * rows], clamped to T - 1
-  std::vector<int64_t> slot_of_pos;  // [T]: the block row that holds position t
-  // [n_blocks * keys]: where each key slot's position comes from, as an index
-  // into cat(prefix list, 0 .. T-1): a prefix slot reads the list, a window
-  // slot reads prefix_len + its position.
+  int64_t keys = 0;      // key slots per block: the group's prefix, then the window
+  int64_t n_prefix = 0;  // prefix slots per block
+  // [n_blocks * keys]: where each slot's position comes from, as an index into
+  // cat(prefix list, 0 .. T-1): a prefix slot reads the list, a window slot
+  // reads prefix_len + its position.
   std::vector<int64_t> key_source;
   std::vector<uint8_t> visible;  // [n_blocks, rows, keys]: 1 where the query sees the key
 };
-// Precondition: policy enabled, T > 0.
-LrsaLayout lrsa_layout(const kv::LagPolicy& policy, int64_t T);
+struct LrsaLayout {
+  int64_t n_blocks = 0;
+  int64_t rows = 0;        // queries per block (padded)
+  int64_t prefix_len = 0;  // entries of a prefix list: S + n_scored * keep
+  std::vector<int64_t> query_pos;    // [n_blocks * rows], clamped to T - 1
+  std::vector<int64_t> slot_of_pos;  // [T]: the block row that holds position t
+  std::vector<LrsaBlockGroup> groups;
+};
+// Precondition: policy enabled, T > 0, max_groups >= 1.
+LrsaLayout lrsa_layout(const kv::LagPolicy& policy, int64_t T, int64_t max_groups = 8);
 
-// The key position of slot s of block b for one prefix list (host side; the
-// attention does the same gather on the device).
+// The key position of slot s of block b (in group g) for one prefix list
+// (host side; the attention does the same gather on the device).
 int64_t lrsa_key_position(const LrsaLayout& layout, const std::vector<int32_t>& prefix_list,
-                          int64_t block, int64_t slot);
+                          const LrsaBlockGroup& group, int64_t block, int64_t slot);
 
 // q: [B, H, T, D], k, v: [B, KVH, T, D] (after RoPE), H a multiple of KVH.
 // Returns [B, H, T, D]. Softmax in fp32 whatever the input dtype.

@@ -21,3 +21,4 @@ mkdir -p "$T"
   --device cuda --no-progress --log-every 5 2>&1 | tail -8
 "$B/bench/bench_train_step" --shape smollm2-135m --device cuda --lengths ${BENCH_LENGTHS:-2048,8192} \
   --warmup 2 --steps 5 2>&1 | tee "$OUT/bench_train_step.txt"
+"$B/bench/bench_lrsa_attention" --lengths ${BENCH_LENGTHS:-2048,8192} 2>&1 | tee "$OUT/bench_lrsa_attention.txt"

@@ -51,17 +51,25 @@ TEST(LrsaLayout, EveryVisibleKeyExactlyOnce) {
   for (int trial = 0; trial < 200; ++trial) {
     const kv::LagPolicy P = random_policy(rng);
     const int64_t T = 1 + static_cast<int64_t>(rng() % 80);
+    const int64_t max_groups = 1 + static_cast<int64_t>(rng() % 5);
     std::set<int32_t> selected;
     const std::vector<int32_t> list = random_prefix_list(P, T, rng, selected);
-    const LrsaLayout blk = lrsa_layout(P, T);
-    SCOPED_TRACE(P.to_string() + " T=" + std::to_string(T));
+    const LrsaLayout lay = lrsa_layout(P, T, max_groups);
+    SCOPED_TRACE(P.to_string() + " T=" + std::to_string(T) + " groups<=" + std::to_string(max_groups));
+    ASSERT_LE(static_cast<int64_t>(lay.groups.size()), max_groups);
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t slot = blk.slot_of_pos[t];
-      ASSERT_EQ(blk.query_pos[slot], t);
-      const int64_t b = slot / blk.rows;
+      const int64_t slot = lay.slot_of_pos[t];
+      ASSERT_EQ(lay.query_pos[slot], t);
+      const int64_t b = slot / lay.rows, row = slot % lay.rows;
+      const LrsaBlockGroup* group = nullptr;
+      for (const auto& g : lay.groups) {
+        if (b >= g.first_block && b < g.first_block + g.n_blocks) group = &g;
+      }
+      ASSERT_NE(group, nullptr);
       std::vector<int> seen(T, 0);
-      for (int64_t s = 0; s < blk.keys; ++s) {
-        if (blk.visible[slot * blk.keys + s]) ++seen[lrsa_key_position(blk, list, b, s)];
+      const uint8_t* vis = &group->visible[((b - group->first_block) * lay.rows + row) * group->keys];
+      for (int64_t s = 0; s < group->keys; ++s) {
+        if (vis[s]) ++seen[lrsa_key_position(lay, list, *group, b, s)];
       }
       for (int64_t j = 0; j < T; ++j) {
         const bool want = kv::lag_visible(P, static_cast<int32_t>(t), static_cast<int32_t>(j),
