@@ -100,6 +100,9 @@ CausalLm::CausalLm(const model::ModelConfig& config, const model::ModelWeights& 
 }
 
 std::pair<torch::Tensor, torch::Tensor> CausalLm::rope_tables(int64_t T, torch::Device device) const {
+  const auto key = std::make_pair(T, device.str());
+  if (auto it = rope_cache_.find(key); it != rope_cache_.end()) return it->second;
+  if (rope_cache_.size() >= 8) rope_cache_.clear();
   const int64_t half = config_.head_dim / 2;
   auto cos = torch::empty({T, half}, torch::kFloat), sin = torch::empty({T, half}, torch::kFloat);
   float* cp = cos.data_ptr<float>();
@@ -112,7 +115,7 @@ std::pair<torch::Tensor, torch::Tensor> CausalLm::rope_tables(int64_t T, torch::
       sp[t * half + i] = std::sin(angle);
     }
   }
-  return {cos.to(device), sin.to(device)};
+  return rope_cache_[key] = {cos.to(device), sin.to(device)};
 }
 
 torch::Tensor CausalLm::layer_forward(int32_t l, const torch::Tensor& x, LrsaTrace* trace) {

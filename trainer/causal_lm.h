@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -57,6 +59,8 @@ class CausalLm : public torch::nn::Module {
 
   model::ModelConfig config_;
   CausalLmOptions options_;
+  // rope_tables by (T, device): built on the host once, not per layer and step.
+  mutable std::map<std::pair<int64_t, std::string>, std::pair<torch::Tensor, torch::Tensor>> rope_cache_;
   torch::Tensor tok_embd_, out_norm_, output_;  // output_ undefined when tied
   std::vector<Layer> layers_;
 };

@@ -182,7 +182,8 @@ DeviceLayout device_layout(const kv::LagPolicy& P, int64_t T, int64_t G, torch::
   std::lock_guard lock(mutex);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   if (cache.size() >= 16) cache.clear();  // lengths vary rarely; keep memory bounded
-  const LrsaLayout l = lrsa_layout(P, T);
+  // More groups cut padded work but cost kernel launches: one per 4K tokens.
+  const LrsaLayout l = lrsa_layout(P, T, std::clamp<int64_t>(T / 4096, 1, 8));
   const int64_t M = l.n_blocks, R = l.rows;
   const auto copy = [&](const auto& values, std::vector<int64_t> shape, torch::Dtype dtype) {
     return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)

@@ -1,6 +1,10 @@
 // The lagtrain binary: `train` (LRSA fine-tuning, then a Hugging Face export
 // that lagserve serves under the same policy) and `make-data` (synthetic
 // long-context tasks as JSONL).
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -15,6 +19,17 @@
 namespace {
 
 using lagserve::trainer::TrainOptions;
+
+// A crash prints where it happened (function names need -rdynamic, which the
+// build adds) before the default action ends the process.
+void on_fatal_signal(int sig) {
+  static const char kHead[] = "lagtrain: fatal signal; backtrace:\n";
+  (void)!write(STDERR_FILENO, kHead, sizeof kHead - 1);
+  void* frames[64];
+  backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
 
 void add_train_options(CLI::App* t, TrainOptions& o) {
   t->add_option("--model,-m", o.model, "GGUF file, Hugging Face folder, or 'default'")->capture_default_str();
@@ -58,6 +73,7 @@ void add_train_options(CLI::App* t, TrainOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) signal(sig, on_fatal_signal);
   CLI::App app{"lagtrain: LRSA fine-tuning for LagKV-compressed serving"};
   app.require_subcommand(1);
 

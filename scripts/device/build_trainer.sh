@@ -17,6 +17,6 @@ export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLAGSERVE_SERVER=OFF \
   -DLAGSERVE_TRAINER=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$PREFIX/usr" "$@"
-cmake --build build-gpu -j"$(nproc)" --target lagtrain bench_train_step \
+cmake --build build-gpu -j"$(nproc)" --target lagtrain bench_train_step bench_lrsa_attention \
   test_lrsa_attention test_lrsa_conformance test_lag_select_torch test_lrsa_cuda \
   test_lagtrain_cli test_lag_policy test_model_loader
