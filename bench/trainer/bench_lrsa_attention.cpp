@@ -3,6 +3,7 @@
 // layout (9 query heads, 3 KV heads, d=64), bf16 on CUDA or fp32 on the CPU.
 //   build-gpu/bench/bench_lrsa_attention --lengths 8192,16384,32768
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -10,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "engine/kv/lag_policy.h"
 #include "trainer/lag_select_torch.h"
@@ -48,6 +50,19 @@ int main(int argc, char** argv) {
   const auto opt = torch::TensorOptions()
                        .dtype(cuda ? torch::kBFloat16 : torch::kFloat)
                        .device(cuda ? torch::kCUDA : torch::kCPU);
+#if TORCH_VERSION_MAJOR >= 2
+  // Which scaled_dot_product_attention kernels may run: "default", or only
+  // "cudnn", "efficient" or "math" (flash takes no mask, so LRSA never uses it).
+  std::string sdpa = "default";
+  if (const char* e = std::getenv("LAGSERVE_SDPA")) sdpa = e;
+  if (sdpa != "default") {
+    auto& ctx = at::globalContext();
+    ctx.setSDPUseCuDNN(sdpa == "cudnn");
+    ctx.setSDPUseMemEfficient(sdpa == "efficient");
+    ctx.setSDPUseMath(sdpa == "math");
+  }
+  fmt::print("SDPA kernels: {}\n", sdpa);
+#endif
   fmt::print("| T | selection ms | LRSA fwd ms | causal fwd ms | LRSA fwd+bwd ms | causal fwd+bwd ms |\n");
   fmt::print("|---|---|---|---|---|---|\n");
   std::stringstream ss(lengths);
