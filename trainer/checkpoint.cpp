@@ -59,10 +59,15 @@ void load_adamw(torch::optim::AdamW& optimizer, const std::string& path) {
       if (archive.try_read(fmt::format("p{}.step", i), step)) {
         archive.read(fmt::format("p{}.exp_avg", i), exp_avg);
         archive.read(fmt::format("p{}.exp_avg_sq", i), exp_avg_sq);
+        // Owned, detached copies: what the archive returns stays tied to it
+        // (on the PyTorch 2.11 LibTorch, keeping them crashed the next save).
+        const auto own = [&](const torch::Tensor& t) {
+          return t.detach().to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+        };
         auto s = std::make_unique<torch::optim::AdamWParamState>();
         s->step(step.item<int64_t>());
-        s->exp_avg(exp_avg.to(p.device()));
-        s->exp_avg_sq(exp_avg_sq.to(p.device()));
+        s->exp_avg(own(exp_avg));
+        s->exp_avg_sq(own(exp_avg_sq));
         optimizer.state()[state_key(p)] = std::move(s);
       }
       ++i;
