@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "engine/common/remove_tree.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/safetensors.h"
 #include "trainer/export/safetensors_writer.h"
@@ -67,7 +68,7 @@ absl::Status save_checkpoint(const std::string& dir, torch::nn::Module& model,
                              torch::optim::AdamW& optimizer, const LoopState& state) {
   const fs::path final_dir(dir), tmp_dir(dir + ".tmp");
   std::error_code ec;
-  fs::remove_all(tmp_dir, ec);
+  remove_tree(tmp_dir.string());
   fs::create_directories(tmp_dir, ec);
   if (ec) return absl::InternalError(fmt::format("{}: cannot create: {}", tmp_dir.string(), ec.message()));
 
@@ -96,7 +97,9 @@ absl::Status save_checkpoint(const std::string& dir, torch::nn::Module& model,
                             {"fingerprint", state.fingerprint},
                             {"adamw_steps", steps}};
   std::ofstream(tmp_dir / "state.json") << j.dump(2) << "\n";
-  fs::remove_all(final_dir, ec);
+  if (!remove_tree(final_dir.string())) {
+    return absl::InternalError(fmt::format("{}: cannot replace the old checkpoint", dir));
+  }
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) return absl::InternalError(fmt::format("{}: cannot rename: {}", dir, ec.message()));
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/common/remove_tree.h"
 #include "tests/common/cli_run.h"
 
 namespace lagserve {
@@ -52,7 +53,7 @@ class Lagtrain : public ::testing::Test {
                                             kTiny + " --out " + (dir_ / "train.jsonl").string());
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { remove_tree(dir_.string()); }  // not fs::remove_all: see remove_tree.h
 
   static std::string train_args(const fs::path& out, int steps, const std::string& policy = kPolicy) {
     return "train --model " + kTiny + " --data " + (dir_ / "train.jsonl").string() +
