@@ -180,8 +180,8 @@ absl::Status run_training(const TrainOptions& o) {
     LAGSERVE_ASSIGN_OR_RETURN(eval_seqs, load_sequences(o.eval_data, *base, chat_ptr, o.seq_len));
   }
   note("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}",
-               path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention,
-               policy.to_string(), cuda ? "cuda" : "cpu");
+       path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention, policy.to_string(),
+       cuda ? "cuda" : "cpu");
 
   CausalLmOptions lm_opt;
   lm_opt.attention = o.attention == "lrsa" ? AttentionMode::Lrsa : AttentionMode::Full;
@@ -286,7 +286,7 @@ absl::Status run_training(const TrainOptions& o) {
   ex.dtype = o.export_dtype == "bf16" ? SaveDtype::BF16 : SaveDtype::F32;
   LAGSERVE_RETURN_IF_ERROR(export_hf(o.out, *base, lm.to_weights(), policy, ex));
   note("exported {} (policy {}); serve it with: lagserve serve --model {}", o.out,
-               policy.to_string(), o.out);
+       policy.to_string(), o.out);
   return absl::OkStatus();
 }
 

@@ -5,8 +5,6 @@
 // decode, compacting its paged cache) give the same logits at every position
 // (relative error < 1e-4) and keep the same positions.
 #include <cstdio>
-#include <filesystem>
-#include <random>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -19,7 +17,6 @@
 namespace lagserve {
 namespace {
 
-namespace fs = std::filesystem;
 using testing_util::engine_forward;
 using testing_util::ForwardRun;
 using testing_util::rel_err;
@@ -60,21 +57,15 @@ class LrsaConformance : public ::testing::TestWithParam<Case> {};
 
 TEST_P(LrsaConformance, TrainerForwardEqualsEngineIncrementalRun) {
   const Case& c = GetParam();
-  std::string path = c.model;
-  if (c.model == "default") {
-    if (!model::resolve_model_path("default").ok()) GTEST_SKIP() << "no default model";
-  } else {
-    path = (fs::path(LAGSERVE_SOURCE_DIR) / "tests/golden/models" / c.model).string();
-  }
+  const std::string path = testing_util::conformance_model_path(c.model);
+  if (path.empty()) GTEST_SKIP() << "no default model";
   auto m = model::load_model(path);
   ASSERT_TRUE(m.ok()) << m.status();
   auto P = kv::LagPolicy::parse(c.policy);
   ASSERT_TRUE(P.ok()) << P.status();
   ASSERT_NE((c.length - P->sink) % P->lag, 0) << "pick a length that is not a multiple of L";
   torch::set_num_threads(2);
-  std::mt19937 rng(c.length);
-  std::vector<int32_t> ids(c.length);
-  for (int32_t& t : ids) t = 3 + static_cast<int32_t>(rng() % ((*m)->config.vocab_size - 3));
+  const std::vector<int32_t> ids = testing_util::conformance_ids(c.length, (*m)->config.vocab_size);
 
   const ForwardRun trained = trainer_forward(**m, ids, *P, trainer::AttentionMode::Lrsa);
   const ForwardRun served = engine_forward(**m, ids, *P, c.chunk, c.block_size, c.decode_tail);

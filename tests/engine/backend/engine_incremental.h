@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <string>
 #include <span>
 #include <tuple>
 #include <vector>
@@ -68,6 +70,22 @@ inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_
   cache.release(pool);
   EXPECT_EQ(pool.n_used(), 0);
   return run;
+}
+
+// The path of a conformance model: tests/golden/models/NAME, or the cached
+// default model for "default" (empty when it is not there: the test skips).
+inline std::string conformance_model_path(const std::string& name) {
+  if (name != "default") return std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/" + name;
+  auto path = model::resolve_model_path("default");
+  return path.ok() ? "default" : "";
+}
+
+// `length` token ids drawn from [3, vocab), seeded by the length.
+inline std::vector<int32_t> conformance_ids(int length, int32_t vocab) {
+  std::mt19937 rng(length);
+  std::vector<int32_t> ids(length);
+  for (int32_t& t : ids) t = 3 + static_cast<int32_t>(rng() % (vocab - 3));
+  return ids;
 }
 
 // ||a - b|| / ||b||

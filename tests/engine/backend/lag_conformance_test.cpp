@@ -6,7 +6,6 @@
 // goes, give the same logits at every position (relative error < 1e-4) and
 // the same selected positions.
 #include <cmath>
-#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -28,7 +27,6 @@
 namespace lagserve {
 namespace {
 
-namespace fs = std::filesystem;
 using testing_util::engine_forward;
 using testing_util::ForwardRun;
 using testing_util::rel_err;
@@ -132,19 +130,13 @@ class LagConformance : public ::testing::TestWithParam<Case> {};
 
 TEST_P(LagConformance, IncrementalEqualsMaskedFullForward) {
   const Case& c = GetParam();
-  std::string path = c.model;
-  if (c.model == "default") {
-    if (!model::resolve_model_path("default").ok()) GTEST_SKIP() << "no default model";
-  } else {
-    path = (fs::path(LAGSERVE_SOURCE_DIR) / "tests/golden/models" / c.model).string();
-  }
+  const std::string path = testing_util::conformance_model_path(c.model);
+  if (path.empty()) GTEST_SKIP() << "no default model";
   auto m = model::load_model(path);
   ASSERT_TRUE(m.ok()) << m.status();
   auto P = kv::LagPolicy::parse(c.policy);
   ASSERT_TRUE(P.ok()) << P.status();
-  std::mt19937 rng(c.length);
-  std::vector<int32_t> ids(c.length);
-  for (int32_t& t : ids) t = 3 + static_cast<int32_t>(rng() % ((*m)->config.vocab_size - 3));
+  const std::vector<int32_t> ids = testing_util::conformance_ids(c.length, (*m)->config.vocab_size);
 
   const ForwardRun ref = reference_forward(**m, ids, *P);
   ASSERT_FALSE(ref.kept.empty()) << "the sequence must be long enough to compress";
@@ -191,8 +183,7 @@ INSTANTIATE_TEST_SUITE_P(
 // logits, kept positions and cache lengths (checked after every step in
 // engine_forward) agree with the masked full forward.
 TEST(LagConformanceRandom, RandomPoliciesLengthsAndChunks) {
-  auto m = model::load_model(
-      (fs::path(LAGSERVE_SOURCE_DIR) / "tests/golden/models/tiny-llama").string());
+  auto m = model::load_model(testing_util::conformance_model_path("tiny-llama"));
   ASSERT_TRUE(m.ok()) << m.status();
   std::mt19937 rng(2026);
   for (int trial = 0; trial < 12; ++trial) {
