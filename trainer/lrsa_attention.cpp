@@ -85,9 +85,7 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T, int64_t max_groups) {
   out.prefix_len = S + n_scored * k;
   const int64_t window = std::max(S, 2 * L);
 
-  // Per block: first query, query count, window begin, prefix count.
-  struct Block { int64_t q0, n_q, w_begin, n_prefix; };
-  std::vector<Block> blocks;
+  auto& blocks = out.blocks;
   if (S > 0) blocks.push_back({0, S, 0, 0});
   for (int64_t c = 0; c < n_parts; ++c) {
     const int64_t q0 = S + c * L;
@@ -109,7 +107,7 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T, int64_t max_groups) {
     g.key_source.assign(g.n_blocks * K, 0);
     g.visible.assign(g.n_blocks * R * K, 0);
     for (int64_t gb = 0; gb < g.n_blocks; ++gb) {
-      const Block& blk = blocks[first + gb];
+      const LrsaBlock& blk = blocks[first + gb];
       for (int64_t j = 0; j < g.n_prefix; ++j) {
         g.key_source[gb * K + j] = std::min(j, std::max<int64_t>(0, out.prefix_len - 1));
       }
@@ -236,6 +234,98 @@ torch::Tensor prefix_positions(const torch::Tensor& k, const torch::Tensor& v, c
   return prefix;
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+// Variable-length flash attention with the causal mask aligned bottom-right
+// (flash-attn's convention when a sequence has more keys than queries): a
+// block's queries see every prefix key and the window up to themselves, which
+// is exactly the visibility function, with no mask and no padding. The op has
+// no autograd formula of its own; its backward is the flash backward.
+struct FlashVarlen : public torch::autograd::Function<FlashVarlen> {
+  // q: [total_q, H, D], k, v: [total_k, KVH, D]; cu_q, cu_k: int32 [n_seqs + 1].
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor q,
+                               torch::Tensor k, torch::Tensor v, torch::Tensor cu_q,
+                               torch::Tensor cu_k, int64_t max_q, int64_t max_k) {
+    auto [out, lse, rng_state, unused, debug] = at::_flash_attention_forward(
+        q, k, v, cu_q, cu_k, max_q, max_k, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false);
+    ctx->save_for_backward({q, k, v, out, lse, cu_q, cu_k, rng_state, unused});
+    ctx->saved_data["max_q"] = max_q;
+    ctx->saved_data["max_k"] = max_k;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto s = ctx->get_saved_variables();
+    auto [dq, dk, dv] = at::_flash_attention_backward(
+        grad[0].contiguous(), s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+        ctx->saved_data["max_q"].toInt(), ctx->saved_data["max_k"].toInt(), 0.0,
+        /*is_causal=*/true, s[7], s[8]);
+    return {dq, dk, dv, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The varlen form of a layout on one device: each (batch row, block) is one
+// sequence of its queries and its keys (prefix, then window).
+struct VarlenLayout {
+  int64_t keys = 0;         // keys of one batch row, all blocks together
+  torch::Tensor key_source;  // [keys] int64: index into cat(prefix list, 0 .. T-1)
+  torch::Tensor cu_q, cu_k;  // int32 [B * n_blocks + 1]
+  int64_t max_q = 0, max_k = 0;
+};
+
+VarlenLayout varlen_layout(const kv::LagPolicy& P, int64_t B, int64_t T, torch::Device device) {
+  static std::mutex mutex;
+  static std::map<std::string, VarlenLayout> cache;
+  const std::string key = fmt::format("{}|{}|{}|{}", P.to_string(), B, T, device.str());
+  std::lock_guard lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 16) cache.clear();
+  const LrsaLayout l = lrsa_layout(P, T, 1);
+  VarlenLayout v;
+  std::vector<int64_t> source;
+  std::vector<int32_t> cu_q{0}, cu_k{0};
+  for (const LrsaBlock& b : l.blocks) {
+    const int64_t n_window = b.q0 + b.n_q - b.w_begin;
+    for (int64_t j = 0; j < b.n_prefix; ++j) source.push_back(j);
+    for (int64_t j = 0; j < n_window; ++j) source.push_back(l.prefix_len + b.w_begin + j);
+    v.max_q = std::max(v.max_q, b.n_q);
+    v.max_k = std::max(v.max_k, b.n_prefix + n_window);
+  }
+  v.keys = static_cast<int64_t>(source.size());
+  for (int64_t r = 0; r < B; ++r) {
+    for (const LrsaBlock& b : l.blocks) {
+      cu_q.push_back(cu_q.back() + static_cast<int32_t>(b.n_q));
+      cu_k.push_back(cu_k.back() + static_cast<int32_t>(b.n_prefix + b.q0 + b.n_q - b.w_begin));
+    }
+  }
+  const auto copy = [&](auto& values, torch::Dtype dtype) {
+    return torch::from_blob(values.data(), {static_cast<int64_t>(values.size())}, dtype)
+        .to(device, /*non_blocking=*/false, /*copy=*/true);
+  };
+  v.key_source = copy(source, torch::kLong);
+  v.cu_q = copy(cu_q, torch::kInt);
+  v.cu_k = copy(cu_k, torch::kInt);
+  return cache.emplace(key, std::move(v)).first->second;
+}
+
+torch::Tensor lrsa_attention_flash(const torch::Tensor& q, const torch::Tensor& k,
+                                   const torch::Tensor& v, const kv::LagPolicy& P,
+                                   const torch::Tensor& prefix) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KVH = k.size(1);
+  const VarlenLayout l = varlen_layout(P, B, T, q.device());
+  const auto sources = torch::cat({prefix, torch::arange(T, prefix.options()).expand({B, KVH, T})}, -1);
+  const auto key_pos = sources.gather(-1, l.key_source.expand({B, KVH, l.keys}))
+                           .unsqueeze(-1)
+                           .expand({B, KVH, l.keys, D});
+  // [B, KVH, keys, D] -> [B * keys, KVH, D]
+  const auto pack = [&](const torch::Tensor& x) {
+    return x.gather(2, key_pos).transpose(1, 2).reshape({B * l.keys, KVH, D});
+  };
+  const auto qp = q.transpose(1, 2).reshape({B * T, H, D});  // blocks are in position order
+  const auto out = FlashVarlen::apply(qp, pack(k), pack(v), l.cu_q, l.cu_k, l.max_q, l.max_k);
+  return out.view({B, T, H, D}).transpose(1, 2);
+}
+#endif
+
 }  // namespace
 
 torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
@@ -243,6 +333,13 @@ torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
                              LrsaTrace* trace) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KVH = k.size(1);
   const int64_t G = H / KVH;
+#if TORCH_VERSION_MAJOR >= 2
+  // bf16/fp16 on CUDA: the flash kernel (varlen, no mask); fp32 (the tests'
+  // exact comparisons) takes the masked path below.
+  if (q.is_cuda() && q.scalar_type() != torch::kFloat && q.scalar_type() != torch::kDouble) {
+    return lrsa_attention_flash(q, k, v, P, prefix_positions(k, v, P, layer, trace));
+  }
+#endif
   const DeviceLayout l = device_layout(P, T, G, q.device());
   const int64_t M = l.n_blocks, R = l.rows;
   const auto prefix = prefix_positions(k, v, P, layer, trace);

@@ -49,7 +49,13 @@ struct LrsaBlockGroup {
   std::vector<int64_t> key_source;
   std::vector<uint8_t> visible;  // [n_blocks, rows, keys]: 1 where the query sees the key
 };
+// One query block: queries [q0, q0 + n_q) see the first n_prefix entries of
+// the prefix list and the positions [w_begin, their own].
+struct LrsaBlock {
+  int64_t q0 = 0, n_q = 0, w_begin = 0, n_prefix = 0;
+};
 struct LrsaLayout {
+  std::vector<LrsaBlock> blocks;
   int64_t n_blocks = 0;
   int64_t rows = 0;        // queries per block (padded)
   int64_t prefix_len = 0;  // entries of a prefix list: S + n_scored * keep

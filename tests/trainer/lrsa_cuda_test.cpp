@@ -63,3 +63,35 @@ TEST(LrsaCuda, MatchesTheCpuInFp32AndStaysCloseInBf16) {
 
 }  // namespace
 }  // namespace lagserve::trainer
+
+namespace lagserve::trainer {
+namespace {
+
+// In bf16 on CUDA the LRSA op runs the varlen flash kernel (no mask): its
+// output and gradients against the masked reference path in double, on the
+// same (bf16-rounded) inputs.
+TEST(LrsaCuda, FlashPathMatchesTheMaskedReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const char* spec : {"sink=16,lag=32,keep=8", "sink=0,lag=24,keep=6", "sink=5,lag=16,keep=16"}) {
+    SCOPED_TRACE(spec);
+    const auto P = *kv::LagPolicy::parse(spec);
+    torch::manual_seed(7);
+    const int64_t T = 611;  // not a multiple of any lag above
+    const auto bf = torch::TensorOptions().dtype(torch::kBFloat16).device(torch::kCUDA);
+    auto q = torch::randn({2, 9, T, 64}, bf), k = torch::randn({2, 3, T, 64}, bf),
+         v = torch::randn({2, 3, T, 64}, bf), w = torch::randn({2, 9, T, 64}, bf);
+    std::vector<torch::Tensor> fast{q.clone().requires_grad_(true), k.clone().requires_grad_(true),
+                                    v.clone().requires_grad_(true)};
+    std::vector<torch::Tensor> ref;
+    for (const auto& t : {q, k, v}) ref.push_back(t.to(torch::kCPU, torch::kDouble).requires_grad_(true));
+    const auto out = lrsa_attention(fast[0], fast[1], fast[2], P, 0, nullptr);
+    const auto want = lrsa_attention(ref[0], ref[1], ref[2], P, 0, nullptr);
+    EXPECT_LT(rel_err(out, want), 1e-2);
+    (out.to(torch::kFloat) * w.to(torch::kFloat)).sum().backward();
+    (want * w.to(torch::kCPU, torch::kDouble)).sum().backward();
+    for (int i = 0; i < 3; ++i) EXPECT_LT(rel_err(fast[i].grad(), ref[i].grad()), 2e-2) << "input " << i;
+  }
+}
+
+}  // namespace
+}  // namespace lagserve::trainer
