@@ -76,7 +76,10 @@ int64_t lrsa_key_position(const LrsaLayout& layout, const std::vector<int32_t>& 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v);
 // Attention under the LagKV visibility of an enabled policy for a compressed
-// layer. `trace`, when set, receives the kept positions of batch row 0.
+// layer. bf16/fp16 on CUDA: variable-length flash attention, one sequence per
+// query block (bottom-right causal over its prefix and window); otherwise a
+// masked softmax over each block group's gathered keys. `trace`, when set,
+// receives the kept positions of batch row 0 (selected on the host).
 torch::Tensor lrsa_attention(const torch::Tensor& q, const torch::Tensor& k,
                              const torch::Tensor& v, const kv::LagPolicy& policy,
                              int32_t layer, LrsaTrace* trace);
