@@ -32,10 +32,11 @@ torch::Tensor rmsnorm(const torch::Tensor& x, const torch::Tensor& w, double eps
   return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * w;
 }
 
-// NeoX rotation of x [B, heads, T, D] in fp32: channel i pairs with i + D/2.
+// NeoX rotation of x [B, heads, T, D] in the accumulation dtype (that of
+// cos and sin): channel i pairs with i + D/2.
 torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
-  const auto xf = x.to(torch::kFloat);
+  const auto xf = x.to(cos.scalar_type());
   const auto a = xf.narrow(-1, 0, half), b = xf.narrow(-1, half, half);
   return torch::cat({a * cos - b * sin, b * cos + a * sin}, -1).to(x.scalar_type());
 }
@@ -115,7 +116,7 @@ std::pair<torch::Tensor, torch::Tensor> CausalLm::rope_tables(int64_t T, torch::
       sp[t * half + i] = std::sin(angle);
     }
   }
-  return rope_cache_[key] = {cos.to(device), sin.to(device)};
+  return rope_cache_[key] = {cos.to(device, acc_dtype()), sin.to(device, acc_dtype())};
 }
 
 torch::Tensor CausalLm::layer_forward(int32_t l, const torch::Tensor& x, LrsaTrace* trace) {
@@ -139,12 +140,12 @@ torch::Tensor CausalLm::layer_forward(int32_t l, const torch::Tensor& x, LrsaTra
   const auto att = compressed ? lrsa_attention(q, k, v, options_.policy, l, trace)
                               : causal_attention(q, k, v);
   auto y = x + F::linear(att.transpose(1, 2).reshape({B, T, c.q_dim()}).to(cd), w.wo.to(cd))
-                   .to(torch::kFloat);
+                   .to(acc_dtype());
 
   const auto h2 = rmsnorm(y, w.ffn_norm, c.rms_eps).to(cd);
   const auto gu = F::linear(h2, w.w_gate_up.to(cd));
   const auto act = F::silu(gu.narrow(-1, 0, c.d_ff)) * gu.narrow(-1, c.d_ff, c.d_ff);
-  return y + F::linear(act, w.w_down.to(cd)).to(torch::kFloat);
+  return y + F::linear(act, w.w_down.to(cd)).to(acc_dtype());
 }
 
 torch::Tensor CausalLm::hidden_states(const torch::Tensor& tokens, LrsaTrace* trace) {
@@ -163,7 +164,7 @@ torch::Tensor CausalLm::hidden_states(const torch::Tensor& tokens, LrsaTrace* tr
 torch::Tensor CausalLm::logits(const torch::Tensor& hidden) {
   const auto& head = output_.defined() ? output_ : tok_embd_;
   const auto cd = options_.compute_dtype;
-  return F::linear(rmsnorm(hidden, out_norm_, config_.rms_eps).to(cd), head.to(cd)).to(torch::kFloat);
+  return F::linear(rmsnorm(hidden, out_norm_, config_.rms_eps).to(cd), head.to(cd)).to(acc_dtype());
 }
 
 torch::Tensor CausalLm::forward(const torch::Tensor& tokens, LrsaTrace* trace) {

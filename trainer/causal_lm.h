@@ -24,6 +24,8 @@ struct CausalLmOptions {
   AttentionMode attention = AttentionMode::Lrsa;
   kv::LagPolicy policy;  // used in Lrsa mode (a disabled policy means full attention)
   bool checkpoint_activations = false;  // recompute each layer in the backward pass
+  // Matmul dtype: kFloat, kBFloat16 (CUDA), or kDouble (gradient checks; call
+  // .to(torch::kDouble) on the module too).
   torch::Dtype compute_dtype = torch::kFloat;
 };
 
@@ -33,7 +35,7 @@ class CausalLm : public torch::nn::Module {
   CausalLm(const model::ModelConfig& config, const model::ModelWeights& weights,
            CausalLmOptions options);
 
-  // tokens: [B, T] int64 -> logits [B, T, vocab] fp32. `trace` receives the
+  // tokens: [B, T] int64 -> logits [B, T, vocab] in acc_dtype(). `trace` receives the
   // kept positions of batch row 0 in every compressed layer.
   torch::Tensor forward(const torch::Tensor& tokens, LrsaTrace* trace = nullptr);
   // The final hidden states [B, T, d_model] fp32 (before the output head).
@@ -49,6 +51,10 @@ class CausalLm : public torch::nn::Module {
   model::ModelWeights to_weights() const;
   const model::ModelConfig& config() const { return config_; }
   const CausalLmOptions& options() const { return options_; }
+  // Norms, residuals, RoPE and logits: fp64 when computing in fp64, else fp32.
+  torch::Dtype acc_dtype() const {
+    return options_.compute_dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+  }
 
  private:
   struct Layer {
