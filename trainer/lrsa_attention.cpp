@@ -80,7 +80,6 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T, int64_t max_groups) {
   const int64_t n_parts = T > S ? div_ceil(T - S, L) : 0;
   const int64_t n_scored = std::max<int64_t>(0, P.complete_partitions(static_cast<int32_t>(T)) - 1);
   LrsaLayout out;
-  out.n_blocks = (S > 0 ? 1 : 0) + n_parts;
   out.rows = std::max(S, L);
   out.prefix_len = S + n_scored * k;
   const int64_t window = std::max(S, 2 * L);
@@ -94,13 +93,14 @@ LrsaLayout lrsa_layout(const kv::LagPolicy& P, int64_t T, int64_t max_groups) {
   }
 
   const int64_t R = out.rows;
-  out.query_pos.assign(out.n_blocks * R, T - 1);
+  const auto n_blocks = static_cast<int64_t>(blocks.size());
+  out.query_pos.assign(n_blocks * R, T - 1);
   out.slot_of_pos.assign(T, 0);
-  const int64_t per_group = div_ceil(out.n_blocks, std::min(out.n_blocks, max_groups));
-  for (int64_t first = 0; first < out.n_blocks; first += per_group) {
+  const int64_t per_group = div_ceil(n_blocks, std::min(n_blocks, max_groups));
+  for (int64_t first = 0; first < n_blocks; first += per_group) {
     LrsaBlockGroup g;
     g.first_block = first;
-    g.n_blocks = std::min(per_group, out.n_blocks - first);
+    g.n_blocks = std::min(per_group, n_blocks - first);
     g.n_prefix = blocks[first + g.n_blocks - 1].n_prefix;  // prefixes only grow
     g.keys = g.n_prefix + window;
     const int64_t K = g.keys;
@@ -159,8 +159,29 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
 
 namespace {
 
-// The layout's tensors on one device, for one group size G; built once per
-// (policy, T, G, device) and reused by every layer and step.
+// An owning copy of host values on the device (autograd keeps index tensors
+// for the backward pass, after the host vectors are gone).
+template <typename V>
+torch::Tensor device_copy(const V& values, std::vector<int64_t> shape, torch::Dtype dtype,
+                          torch::Device device) {
+  return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)
+      .to(device, /*non_blocking=*/false, /*copy=*/true);
+}
+
+// Layouts depend only on (policy, lengths, device): built once per key and
+// reused by every layer and step. Lengths vary rarely; at most 16 are kept.
+template <typename Build>
+auto cached(const std::string& key, Build build) -> decltype(build()) {
+  using Layout = decltype(build());
+  static std::mutex mutex;
+  static std::map<std::string, Layout> cache;
+  std::lock_guard lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 16) cache.clear();
+  return cache.emplace(key, build()).first->second;
+}
+
+// The layout's tensors on one device, for one group size G.
 struct DeviceLayout {
   struct Group {
     int64_t first_block, n_blocks, keys;
@@ -174,30 +195,22 @@ struct DeviceLayout {
 };
 
 DeviceLayout device_layout(const kv::LagPolicy& P, int64_t T, int64_t G, torch::Device device) {
-  static std::mutex mutex;
-  static std::map<std::string, DeviceLayout> cache;
-  const std::string key = fmt::format("{}|{}|{}|{}", P.to_string(), T, G, device.str());
-  std::lock_guard lock(mutex);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  if (cache.size() >= 16) cache.clear();  // lengths vary rarely; keep memory bounded
+  return cached(fmt::format("{}|{}|{}|{}", P.to_string(), T, G, device.str()), [&] {
   // More groups cut padded work but cost kernel launches: one per 4K tokens.
-  const LrsaLayout l = lrsa_layout(P, T, std::clamp<int64_t>(T / 4096, 1, 8));
-  const int64_t M = l.n_blocks, R = l.rows;
-  const auto copy = [&](const auto& values, std::vector<int64_t> shape, torch::Dtype dtype) {
-    return torch::from_blob(const_cast<void*>(static_cast<const void*>(values.data())), shape, dtype)
-        .to(device, /*non_blocking=*/false, /*copy=*/true);
-  };
-  DeviceLayout d{M, R, l.prefix_len, copy(l.query_pos, {M * R}, torch::kLong),
-                 copy(l.slot_of_pos, {T}, torch::kLong), {}};
-  for (const LrsaBlockGroup& g : l.groups) {
-    const int64_t n = g.n_blocks, K = g.keys;
-    d.groups.push_back({g.first_block, n, K, copy(g.key_source, {n * K}, torch::kLong),
-                        copy(g.visible, {n, 1, R, K}, torch::kUInt8)
-                            .to(torch::kBool)
-                            .expand({n, G, R, K})
-                            .reshape({n, G * R, K})});
-  }
-  return cache.emplace(key, std::move(d)).first->second;
+    const LrsaLayout l = lrsa_layout(P, T, std::clamp<int64_t>(T / 4096, 1, 8));
+    const auto M = static_cast<int64_t>(l.blocks.size()), R = l.rows;
+    DeviceLayout d{M, R, l.prefix_len, device_copy(l.query_pos, {M * R}, torch::kLong, device),
+                   device_copy(l.slot_of_pos, {T}, torch::kLong, device), {}};
+    for (const LrsaBlockGroup& g : l.groups) {
+      const int64_t n = g.n_blocks, K = g.keys;
+      d.groups.push_back({g.first_block, n, K, device_copy(g.key_source, {n * K}, torch::kLong, device),
+                          device_copy(g.visible, {n, 1, R, K}, torch::kUInt8, device)
+                              .to(torch::kBool)
+                              .expand({n, G, R, K})
+                              .reshape({n, G * R, K})});
+    }
+    return d;
+  });
 }
 
 // [B, KVH, S + n_scored * keep] int64 on k's device: [0, S) then Selected(0), ...
@@ -273,38 +286,33 @@ struct VarlenLayout {
 };
 
 VarlenLayout varlen_layout(const kv::LagPolicy& P, int64_t B, int64_t T, torch::Device device) {
-  static std::mutex mutex;
-  static std::map<std::string, VarlenLayout> cache;
-  const std::string key = fmt::format("{}|{}|{}|{}", P.to_string(), B, T, device.str());
-  std::lock_guard lock(mutex);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  if (cache.size() >= 16) cache.clear();
-  const LrsaLayout l = lrsa_layout(P, T, 1);
-  VarlenLayout v;
-  std::vector<int64_t> source;
-  std::vector<int32_t> cu_q{0}, cu_k{0};
-  for (const LrsaBlock& b : l.blocks) {
-    const int64_t n_window = b.q0 + b.n_q - b.w_begin;
-    for (int64_t j = 0; j < b.n_prefix; ++j) source.push_back(j);
-    for (int64_t j = 0; j < n_window; ++j) source.push_back(l.prefix_len + b.w_begin + j);
-    v.max_q = std::max(v.max_q, b.n_q);
-    v.max_k = std::max(v.max_k, b.n_prefix + n_window);
-  }
-  v.keys = static_cast<int64_t>(source.size());
-  for (int64_t r = 0; r < B; ++r) {
+  return cached(fmt::format("{}|{}|{}|{}", P.to_string(), B, T, device.str()), [&] {
+    const LrsaLayout l = lrsa_layout(P, T, 1);
+    VarlenLayout v;
+    std::vector<int64_t> source;
+    std::vector<int32_t> n_keys;  // per block: its prefix, then its window
     for (const LrsaBlock& b : l.blocks) {
-      cu_q.push_back(cu_q.back() + static_cast<int32_t>(b.n_q));
-      cu_k.push_back(cu_k.back() + static_cast<int32_t>(b.n_prefix + b.q0 + b.n_q - b.w_begin));
+      const int64_t n_window = b.q0 + b.n_q - b.w_begin;
+      for (int64_t j = 0; j < b.n_prefix; ++j) source.push_back(j);
+      for (int64_t j = 0; j < n_window; ++j) source.push_back(l.prefix_len + b.w_begin + j);
+      n_keys.push_back(static_cast<int32_t>(b.n_prefix + n_window));
+      v.max_q = std::max(v.max_q, b.n_q);
+      v.max_k = std::max<int64_t>(v.max_k, n_keys.back());
     }
-  }
-  const auto copy = [&](auto& values, torch::Dtype dtype) {
-    return torch::from_blob(values.data(), {static_cast<int64_t>(values.size())}, dtype)
-        .to(device, /*non_blocking=*/false, /*copy=*/true);
-  };
-  v.key_source = copy(source, torch::kLong);
-  v.cu_q = copy(cu_q, torch::kInt);
-  v.cu_k = copy(cu_k, torch::kInt);
-  return cache.emplace(key, std::move(v)).first->second;
+    v.keys = static_cast<int64_t>(source.size());
+    std::vector<int32_t> cu_q{0}, cu_k{0};
+    for (int64_t r = 0; r < B; ++r) {
+      for (size_t i = 0; i < l.blocks.size(); ++i) {
+        cu_q.push_back(cu_q.back() + static_cast<int32_t>(l.blocks[i].n_q));
+        cu_k.push_back(cu_k.back() + n_keys[i]);
+      }
+    }
+    const auto n = [](const auto& values) { return static_cast<int64_t>(values.size()); };
+    v.key_source = device_copy(source, {n(source)}, torch::kLong, device);
+    v.cu_q = device_copy(cu_q, {n(cu_q)}, torch::kInt, device);
+    v.cu_k = device_copy(cu_k, {n(cu_k)}, torch::kInt, device);
+    return v;
+  });
 }
 
 torch::Tensor lrsa_attention_flash(const torch::Tensor& q, const torch::Tensor& k,

@@ -56,10 +56,9 @@ struct LrsaBlock {
 };
 struct LrsaLayout {
   std::vector<LrsaBlock> blocks;
-  int64_t n_blocks = 0;
   int64_t rows = 0;        // queries per block (padded)
   int64_t prefix_len = 0;  // entries of a prefix list: S + n_scored * keep
-  std::vector<int64_t> query_pos;    // [n_blocks * rows], clamped to T - 1
+  std::vector<int64_t> query_pos;    // [blocks.size() * rows], clamped to T - 1
   std::vector<int64_t> slot_of_pos;  // [T]: the block row that holds position t
   std::vector<LrsaBlockGroup> groups;
 };

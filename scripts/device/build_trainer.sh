@@ -19,4 +19,5 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLAGSERVE_SERVER=OF
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$PREFIX/usr" "$@"
 cmake --build build-gpu -j"$(nproc)" --target lagtrain bench_train_step bench_lrsa_attention \
   test_lrsa_attention test_lrsa_conformance test_lag_select_torch test_lrsa_cuda \
+  test_lrsa_gradcheck test_activation_checkpointing \
   test_lagtrain_cli test_lag_policy test_model_loader

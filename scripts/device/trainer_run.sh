@@ -9,7 +9,8 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.device-deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 B=build-gpu
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-for t in test_lrsa_attention test_lag_select_torch test_lrsa_cuda test_lrsa_conformance test_lagtrain_cli test_lag_policy; do
+for t in test_lrsa_attention test_lag_select_torch test_lrsa_cuda test_lrsa_conformance \
+    test_lrsa_gradcheck test_activation_checkpointing test_lagtrain_cli test_lag_policy; do
   "$B/tests/$t" > "$OUT/$t.log" 2>&1
   echo "$t: exit $? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
 done
