@@ -58,9 +58,10 @@ int run_generate(const GenerateArgs& args) {
   const int n_decoded = std::max(0, n_out - 1);
   fmt::print(stderr,
              "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); decode: {} tokens in {:.3f} s "
-             "({:.1f} tok/s); {} threads; KV policy {}\n",
+             "({:.1f} tok/s); {}; KV policy {}\n",
              n_prompt, prefill_s, n_prompt / std::max(prefill_s, 1e-9), n_decoded, decode_s,
-             n_decoded / std::max(decode_s, 1e-9), parts->n_threads,
+             n_decoded / std::max(decode_s, 1e-9),
+             parts->device == "cuda" ? std::string("cuda") : fmt::format("cpu, {} threads", parts->n_threads),
              parts->config.default_policy.to_string());
   return 0;
 }

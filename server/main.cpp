@@ -1,5 +1,6 @@
-// The lagserve binary: `serve` (OpenAI-compatible HTTP and gRPC), `generate`
-// (one prompt, or a JSONL batch) and `tokenize`.
+// The lagserve binary: `serve` (OpenAI-compatible HTTP and gRPC; not in builds
+// with LAGSERVE_SERVER=OFF), `generate` (one prompt, or a JSONL batch) and
+// `tokenize`.
 #include <CLI/CLI.hpp>
 
 #include "server/cli.h"
@@ -11,8 +12,16 @@ void add_engine_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
       ->capture_default_str();
   app->add_option("--threads", e.threads, "CPU threads (0: all cores)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
-  app->add_option("--kv-cache-mb", e.kv_cache_mb, "KV cache size in MiB")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--device", e.device,
+                  "cpu or cuda (default: cuda when this build has it and a GPU is present)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app->add_option("--kv-cache-mb", e.kv_cache_mb,
+                  "KV cache size in MiB (default: 1024 on the CPU; on CUDA what "
+                  "--gpu-memory-utilization leaves after the weights)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--gpu-memory-utilization", e.gpu_memory_utilization,
+                  "Share of the GPU's memory to use for weights, activations and KV cache (cuda)")
+      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
   app->add_option("--lagkv", e.lagkv,
                   "KV policy: 'off' or e.g. 'sink=16,lag=128,ratio=0.25' (default: the "
                   "checkpoint's policy, else off)");
@@ -54,6 +63,7 @@ int main(int argc, char** argv) {
   g->add_option("--trace-evictions", gen.trace_evictions,
                 "Write the positions kept by every KV compaction (JSONL)");
 
+#ifdef LAGSERVE_WITH_SERVE
   lagserve::cli::ServeArgs srv;
   CLI::App* sv = app.add_subcommand(
       "serve", "Serve the OpenAI-compatible HTTP API and the gRPC API (flags also read LAGSERVE_*)");
@@ -62,6 +72,8 @@ int main(int argc, char** argv) {
   sv->get_option("--lagkv")->envname("LAGSERVE_LAGKV");
   sv->get_option("--threads")->envname("LAGSERVE_THREADS");
   sv->get_option("--kv-cache-mb")->envname("LAGSERVE_KV_CACHE_MB");
+  sv->get_option("--device")->envname("LAGSERVE_DEVICE");
+  sv->get_option("--gpu-memory-utilization")->envname("LAGSERVE_GPU_MEMORY_UTILIZATION");
   sv->add_option("--host", srv.host, "Address to bind (loopback by default)")
       ->capture_default_str()->envname("LAGSERVE_HOST");
   sv->add_option("--port", srv.port, "HTTP port")
@@ -96,6 +108,7 @@ int main(int argc, char** argv) {
   sv->add_option("--log-level", srv.log_level, "trace, debug, info, warn, error")
       ->capture_default_str()->envname("LAGSERVE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+#endif
 
   lagserve::cli::TokenizeArgs tok;
   CLI::App* t = app.add_subcommand("tokenize", "Print the token ids of TEXT as JSON");
@@ -106,7 +119,9 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   gen.engine.seed = gen.seed.value_or(0);
+#ifdef LAGSERVE_WITH_SERVE
   if (sv->parsed()) return lagserve::cli::run_serve(srv);
+#endif
   if (g->parsed()) {
     return gen.prompts_file.empty() ? lagserve::cli::run_generate(gen)
                                     : lagserve::cli::run_batch(gen);

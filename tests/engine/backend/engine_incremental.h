@@ -31,19 +31,13 @@ struct ForwardRun {
   Selections kept;                         // absolute positions kept per partition
 };
 
-// The backend fed `chunk` tokens per step through a SequenceCache, then the
-// last `decode_tail` tokens one per step (decode).
-inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
-                                 const kv::LagPolicy& P, int chunk, int block_size,
-                                 int decode_tail = 0) {
-  backend::CpuBackendOptions opt;
-  opt.block_size = block_size;
-  opt.kv_cache_bytes = 64 << 20;
-  opt.poison_kv = true;
-  auto be = backend::make_cpu_backend(m, opt);
-  EXPECT_TRUE(be.ok()) << be.status();
-  kv::BlockPool pool((*be)->n_blocks());
-  kv::SequenceCache cache(P, m.config.n_layers, block_size);
+// `be` fed `chunk` tokens per step through a SequenceCache, then the last
+// `decode_tail` tokens one per step (decode).
+inline ForwardRun engine_forward(backend::Backend& be, const std::vector<int32_t>& ids,
+                                 const kv::LagPolicy& P, int chunk, int decode_tail = 0) {
+  const int32_t n_layers = be.config().n_layers;
+  kv::BlockPool pool(be.n_blocks());
+  kv::SequenceCache cache(P, n_layers, be.block_size());
   ForwardRun run;
   const size_t prefill_end = ids.size() - std::min<size_t>(decode_tail, ids.size());
   for (size_t b = 0; b < ids.size();) {
@@ -54,7 +48,7 @@ inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_
     batch.seqs.push_back(backend::SequenceStep::from_cache(cache, std::span(ids).subspan(b, n),
                                                            /*all_logits=*/true,
                                                            /*trace_evictions=*/true));
-    auto out = (*be)->step(batch);
+    auto out = be.step(batch);
     EXPECT_TRUE(out.ok()) << out.status();
     for (int i = 0; i < n; ++i) {
       auto r = out->row(i);
@@ -70,6 +64,20 @@ inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_
   cache.release(pool);
   EXPECT_EQ(pool.n_used(), 0);
   return run;
+}
+
+// The same on a CPU backend with a poisoned cache large enough for `ids`.
+inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
+                                 const kv::LagPolicy& P, int chunk, int block_size,
+                                 int decode_tail = 0) {
+  backend::CpuBackendOptions opt;
+  opt.block_size = block_size;
+  opt.kv_cache_bytes = std::max<int64_t>(
+      64 << 20, backend::kv_bytes_per_token(m.config) * (static_cast<int64_t>(ids.size()) + 4 * block_size));
+  opt.poison_kv = true;
+  auto be = backend::make_cpu_backend(m, opt);
+  EXPECT_TRUE(be.ok()) << be.status();
+  return engine_forward(**be, ids, P, chunk, decode_tail);
 }
 
 // The path of a conformance model: tests/golden/models/NAME, or the cached

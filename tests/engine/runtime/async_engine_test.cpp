@@ -14,6 +14,7 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
+#include "tests/common/test_backend.h"
 
 namespace lagserve::runtime {
 namespace {
@@ -34,7 +35,7 @@ Fixture make_fixture() {
   backend::CpuBackendOptions opt;
   opt.block_size = 4;
   opt.kv_cache_bytes = 8 << 20;
-  f.backend = std::move(*backend::make_cpu_backend(*f.model, opt));
+  f.backend = std::move(*testing_util::make_test_backend(*f.model, opt));
   return f;
 }
 

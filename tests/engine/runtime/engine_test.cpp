@@ -14,6 +14,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/kv/sequence_cache.h"
 #include "engine/model/model.h"
+#include "tests/common/test_backend.h"
 
 namespace lagserve::runtime {
 namespace {
@@ -59,7 +60,7 @@ RunResult run_all(const model::Model& m, const std::vector<Request>& reqs, int64
   opt.block_size = 4;
   opt.kv_cache_bytes = kv_bytes;
   opt.poison_kv = true;
-  auto be = backend::make_cpu_backend(m, opt);
+  auto be = testing_util::make_test_backend(m, opt);
   EXPECT_TRUE(be.ok()) << be.status();
   EngineConfig cfg;
   cfg.max_batched_tokens = max_batched_tokens;
@@ -140,7 +141,7 @@ TEST_P(DefaultModelBatch, TogetherEqualsAloneUpToNearTies) {
   static std::unique_ptr<model::Model> m = std::move(*model::load_model("default"));
   backend::CpuBackendOptions opt;
   opt.kv_cache_bytes = 256 << 20;
-  auto be = backend::make_cpu_backend(*m, opt);
+  auto be = testing_util::make_test_backend(*m, opt);
   ASSERT_TRUE(be.ok());
   const std::vector<std::string> texts = {
       "The history of the printing press begins", "def quicksort(xs):", "Once upon a time, in a",
@@ -206,7 +207,7 @@ TEST(Engine, CancelFreesBlocksAndReportsAbort) {
   backend::CpuBackendOptions opt;
   opt.block_size = 4;
   opt.kv_cache_bytes = 8 << 20;
-  auto be = backend::make_cpu_backend(m, opt);
+  auto be = testing_util::make_test_backend(m, opt);
   ASSERT_TRUE(be.ok());
   Engine engine(**be, *m.tokenizer, {});
   auto reqs = make_requests(3, "", m.config.vocab_size);
@@ -232,7 +233,7 @@ TEST(Engine, RejectsBadRequests) {
   backend::CpuBackendOptions opt;
   opt.block_size = 4;
   opt.kv_cache_bytes = 64 * 4 * 512;  // 64 blocks
-  auto be = backend::make_cpu_backend(m, opt);
+  auto be = testing_util::make_test_backend(m, opt);
   ASSERT_TRUE(be.ok());
   Engine engine(**be, *m.tokenizer, {});
   Request r;

@@ -1,0 +1,437 @@
+// CudaBackend: one step = one upload of the step's metadata, the decoder
+// stack as cuBLAS GEMMs and our kernels on one stream, one download of the
+// logits.
+#include "engine/backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "engine/backend/cuda/cuda_resources.h"
+#include "engine/common/check.h"
+#include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_compact.h"
+#include "kernels/cuda/lag_score.h"
+#include "kernels/cuda/lag_select.h"
+#include "kernels/cuda/prefill_attention.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/swiglu.h"
+
+namespace lagserve::backend {
+namespace {
+
+namespace kc = lagserve::kernels::cuda;
+using cuda::DeviceArray;
+using kc::bf16;
+
+std::vector<bf16> to_bf16(const std::vector<float>& x) {
+  std::vector<bf16> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = __float2bfloat16(x[i]);
+  return y;
+}
+
+struct LayerParams {
+  DeviceArray<float> attn_norm, ffn_norm, bqkv;
+  DeviceArray<bf16> wqkv, wo, w_gate_up, w_down;
+};
+
+// Where one sequence's rows and cache groups are, and what its step makes due.
+struct SeqPlan {
+  int32_t n = 0, row0 = 0;
+  int32_t full_table = -1, lag_table = -1;  // offsets into the step's tables
+  int32_t n_due = 0, region = 0;
+  int32_t hide_upto = -1;                   // offset of its hide_upto array, -1: none
+  int64_t selected = 0;                     // offset of its selection bytes (per layer after)
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const model::Model& model, const CudaBackendOptions& opt, int32_t sm_count)
+      : cfg_(model.config), opt_(opt), sm_count_(sm_count), blas_(stream_.get()) {}
+
+  absl::Status init(const model::Model& model);
+  const model::ModelConfig& config() const override { return cfg_; }
+  int32_t block_size() const override { return opt_.block_size; }
+  int32_t n_blocks() const override { return n_blocks_; }
+  absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
+
+ private:
+  void reserve_activations(int64_t T, int64_t n_rows);
+  kc::PagedKvBf16 layer_kv(int32_t l) const {
+    const int64_t per_layer = static_cast<int64_t>(n_blocks_) * cfg_.kv_dim() * opt_.block_size;
+    return {k_cache_.get() + l * per_layer, v_cache_.get() + l * per_layer, cfg_.n_kv_heads,
+            opt_.block_size, cfg_.head_dim};
+  }
+
+  model::ModelConfig cfg_;
+  CudaBackendOptions opt_;
+  int32_t sm_count_;
+  int32_t n_blocks_ = 0;
+  cuda::Stream stream_;
+  cuda::CublasHandle blas_;
+  std::vector<LayerParams> layers_;
+  DeviceArray<bf16> tok_embd_, output_;  // output_ empty when tied
+  DeviceArray<float> out_norm_, inv_freq_;
+  DeviceArray<bf16> k_cache_, v_cache_;  // [n_layers][n_blocks, n_kv_heads, block, head_dim]
+  // Activations, grown to the largest step seen.
+  DeviceArray<float> x_, qkv_, gate_up_, logits_, decode_ws_, scores_;
+  DeviceArray<bf16> h_, attn_, act_, compact_scratch_;
+  DeviceArray<int32_t> meta_;
+  DeviceArray<uint8_t> selected_;
+  cuda::PinnedArray<int32_t> meta_host_;
+  cuda::PinnedArray<float> logits_host_;
+  cuda::PinnedArray<uint8_t> selected_host_;
+};
+
+absl::Status CudaBackend::init(const model::Model& model) {
+  const auto& w = model.weights;
+  tok_embd_.assign(to_bf16(w.tok_embd).data(), w.tok_embd.size());
+  if (!w.output.empty()) output_.assign(to_bf16(w.output).data(), w.output.size());
+  out_norm_.assign(w.out_norm.data(), w.out_norm.size());
+  inv_freq_.assign(cfg_.rope_inv_freq.data(), cfg_.rope_inv_freq.size());
+  layers_.resize(cfg_.n_layers);
+  for (int32_t l = 0; l < cfg_.n_layers; ++l) {
+    const model::LayerWeights& L = w.layers[l];
+    LayerParams& P = layers_[l];
+    P.attn_norm.assign(L.attn_norm.data(), L.attn_norm.size());
+    P.ffn_norm.assign(L.ffn_norm.data(), L.ffn_norm.size());
+    if (!L.bqkv.empty()) P.bqkv.assign(L.bqkv.data(), L.bqkv.size());
+    P.wqkv.assign(to_bf16(L.wqkv).data(), L.wqkv.size());
+    P.wo.assign(to_bf16(L.wo).data(), L.wo.size());
+    P.w_gate_up.assign(to_bf16(L.w_gate_up).data(), L.w_gate_up.size());
+    P.w_down.assign(to_bf16(L.w_down).data(), L.w_down.size());
+  }
+  reserve_activations(opt_.max_batched_tokens, opt_.max_seqs);
+
+  // The cache takes what is left of the memory budget.
+  const int64_t bytes_per_block = kv_bytes_per_token_bf16(cfg_) * opt_.block_size;
+  int64_t cache_bytes = opt_.kv_cache_bytes;
+  if (cache_bytes <= 0) {
+    size_t free_b = 0, total_b = 0;
+    LAGSERVE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const int64_t used = static_cast<int64_t>(total_b - free_b);
+    // NOTE: headroom for cuBLAS workspaces and per-step buffers that grow.
+    constexpr int64_t kHeadroom = 512LL << 20;
+    cache_bytes = static_cast<int64_t>(opt_.gpu_memory_utilization * total_b) - used - kHeadroom;
+  }
+  const int64_t n_blocks = cache_bytes / bytes_per_block;
+  if (n_blocks < 2) {
+    return absl::ResourceExhaustedError(fmt::format(
+        "no room for the KV cache on the GPU: {} MiB left for it, a block takes {} bytes "
+        "(raise --gpu-memory-utilization or --kv-cache-mb)",
+        cache_bytes >> 20, bytes_per_block));
+  }
+  n_blocks_ = static_cast<int32_t>(std::min<int64_t>(n_blocks, std::numeric_limits<int32_t>::max()));
+  const size_t elems = static_cast<size_t>(n_blocks_) * cfg_.kv_dim() * opt_.block_size * cfg_.n_layers;
+  k_cache_.reserve(elems);
+  v_cache_.reserve(elems);
+  if (opt_.poison_kv) {
+    LAGSERVE_CUDA_CHECK(cudaMemset(k_cache_.get(), 0xFF, elems * sizeof(bf16)));
+    LAGSERVE_CUDA_CHECK(cudaMemset(v_cache_.get(), 0xFF, elems * sizeof(bf16)));
+  }
+  return absl::OkStatus();
+}
+
+void CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
+  const int64_t d = cfg_.d_model, qkv_dim = cfg_.q_dim() + 2 * cfg_.kv_dim(), ff = cfg_.d_ff;
+  x_.reserve(T * d);
+  h_.reserve(std::max(T, n_rows) * d);
+  qkv_.reserve(T * qkv_dim);
+  attn_.reserve(T * cfg_.q_dim());
+  gate_up_.reserve(T * 2 * ff);
+  act_.reserve(T * ff);
+  logits_.reserve(n_rows * cfg_.vocab_size);
+  logits_host_.reserve(n_rows * cfg_.vocab_size);
+}
+
+absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
+  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const int32_t n_layers = cfg_.n_layers, bs = opt_.block_size, n_seqs = static_cast<int32_t>(batch.seqs.size());
+  cudaStream_t st = stream_.get();
+
+  // --- Plan the step on the host: rows, tables, due partitions. ---
+  int64_t T = 0, n_rows = 0;
+  std::vector<SeqPlan> plans(n_seqs);
+  std::vector<int32_t> tables, hide;
+  int64_t selected_bytes = 0;
+  int32_t n_decode = 0, max_ctx = 1;
+  int64_t total_ctx[2] = {0, 0};  // decode keys in full / compressed layers
+  for (int32_t si = 0; si < n_seqs; ++si) {
+    const SequenceStep& s = batch.seqs[si];
+    SeqPlan& p = plans[si];
+    p.n = static_cast<int32_t>(s.tokens.size());
+    LAGSERVE_CHECK(p.n > 0, "a sequence step with no tokens");
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= cfg_.vocab_size) {
+        return absl::InvalidArgumentError(
+            fmt::format("token id {} is outside the vocabulary [0, {})", t, cfg_.vocab_size));
+      }
+    }
+    p.row0 = static_cast<int32_t>(T);
+    T += p.n;
+    n_rows += s.all_logits ? p.n : 1;
+    bool has_lag = false, has_full = false;
+    for (int32_t l = 0; l < n_layers; ++l) (s.compressed_layer(l) ? has_lag : has_full) = true;
+    if (has_full) {
+      LAGSERVE_CHECK(static_cast<int64_t>(s.block_table.size()) * bs >= s.cache_len + p.n,
+                     "block table cannot hold {} entries", s.cache_len + p.n);
+      p.full_table = static_cast<int32_t>(tables.size());
+      tables.insert(tables.end(), s.block_table.begin(), s.block_table.end());
+    }
+    if (has_lag) {
+      LAGSERVE_CHECK(static_cast<int64_t>(s.lag_block_table.size()) * bs >= s.lag_cache_len + p.n,
+                     "compressed block table cannot hold {} entries", s.lag_cache_len + p.n);
+      p.lag_table = static_cast<int32_t>(tables.size());
+      tables.insert(tables.end(), s.lag_block_table.begin(), s.lag_block_table.end());
+      p.n_due = s.compressed_after - s.compressed_before;
+      const kv::LagPolicy& P = *s.policy;
+      p.region = P.sink + s.compressed_before * P.keep;
+      if (p.n_due > 0) {
+        p.selected = selected_bytes;
+        selected_bytes += static_cast<int64_t>(n_layers) * cfg_.n_kv_heads * p.n_due * P.lag;
+        if (p.n > 1) {  // queries of a chunk hide the unselected keys (DESIGN.md section 1)
+          p.hide_upto = static_cast<int32_t>(hide.size());
+          for (int32_t i = 0; i < p.n; ++i) {
+            const int32_t t = s.first_position + i;
+            const int32_t upto = t < P.sink + 2 * P.lag ? -1 : P.partition_of(t) - 2 - s.compressed_before;
+            hide.push_back(std::min(std::max(upto, -1), p.n_due - 1));
+          }
+        }
+      }
+    }
+    if (p.n == 1) {
+      ++n_decode;
+      max_ctx = std::max({max_ctx, s.cache_len + 1, s.lag_cache_len + 1});
+      total_ctx[0] += s.cache_len + 1;
+      total_ctx[1] += (has_lag ? s.lag_cache_len : s.cache_len) + 1;
+    }
+  }
+  reserve_activations(T, n_rows);
+
+  // --- Metadata, one upload: tokens, positions, slots per layer, tables,
+  // decode items per layer, logits rows, hide_upto. ---
+  const int64_t o_tokens = 0, o_pos = T, o_slots = 2 * T;
+  const int64_t o_tables = o_slots + n_layers * T;
+  const int64_t o_items = o_tables + static_cast<int64_t>(tables.size());
+  const int64_t item_ints = sizeof(kc::DecodeItem) / sizeof(int32_t);
+  const int64_t o_rows = o_items + static_cast<int64_t>(n_layers) * n_decode * item_ints;
+  const int64_t o_hide = o_rows + n_rows;
+  const int64_t meta_n = o_hide + static_cast<int64_t>(hide.size());
+  meta_host_.reserve(meta_n);
+  meta_.reserve(meta_n);
+  int32_t* M = meta_host_.get();
+  std::copy(tables.begin(), tables.end(), M + o_tables);
+  std::copy(hide.begin(), hide.end(), M + o_hide);
+  {
+    int64_t row = 0, r = 0;
+    int32_t di = 0;
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      for (int32_t i = 0; i < p.n; ++i, ++r) {
+        M[o_tokens + r] = s.tokens[i];
+        M[o_pos + r] = s.first_position + i;
+        for (int32_t l = 0; l < n_layers; ++l) {
+          const bool lag = s.compressed_layer(l);
+          const int32_t idx = (lag ? s.lag_cache_len : s.cache_len) + i;
+          const int32_t block = lag ? s.lag_block_table[idx / bs] : s.block_table[idx / bs];
+          M[o_slots + l * T + r] = block * bs + idx % bs;
+        }
+      }
+      for (int64_t i = s.all_logits ? 0 : p.n - 1; i < p.n; ++i) M[o_rows + row++] = p.row0 + static_cast<int32_t>(i);
+      if (p.n == 1) {
+        for (int32_t l = 0; l < n_layers; ++l) {
+          const bool lag = s.compressed_layer(l);
+          kc::DecodeItem it;
+          it.table_offset = lag ? p.lag_table : p.full_table;
+          it.ctx_len = (lag ? s.lag_cache_len : s.cache_len) + 1;
+          it.row = p.row0;
+          std::memcpy(M + o_items + (static_cast<int64_t>(l) * n_decode + di) * item_ints, &it, sizeof it);
+        }
+        ++di;
+      }
+    }
+  }
+  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), M, meta_n * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  const int32_t* dmeta = meta_.get();
+  const int32_t* dtables = dmeta + o_tables;
+
+  kc::DecodePlan dplan;
+  if (n_decode > 0) {
+    dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), cfg_.n_kv_heads, sm_count_);
+    decode_ws_.reserve(kc::decode_attention_workspace(dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
+  }
+  selected_.reserve(std::max<int64_t>(selected_bytes, 1));
+
+  // --- The decoder stack. ---
+  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+  kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
+  for (int32_t l = 0; l < n_layers; ++l) {
+    const LayerParams& P = layers_[l];
+    const kc::PagedKvBf16 kv = layer_kv(l);
+    kc::rmsnorm(x_.get(), nullptr, P.attn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
+    kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get(), T, qkv_dim, d, false);
+    kc::qkv_rope_write(qkv_.get(), P.bqkv.size() > 0 ? P.bqkv.get() : nullptr, dmeta + o_pos,
+                       inv_freq_.get(), dmeta + o_slots + l * T, kv, T, cfg_.n_heads, st);
+    if (n_decode > 0) {
+      kc::decode_attention(kv, dtables, reinterpret_cast<const kc::DecodeItem*>(dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints),
+                           n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(), q_dim, cfg_.n_heads, scale,
+                           decode_ws_.get(), st);
+    }
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      const bool lag = s.compressed_layer(l);
+      const int32_t due = lag ? p.n_due : 0;
+      if (p.n == 1 && due == 0) continue;
+      const int32_t* table = dtables + (lag ? p.lag_table : p.full_table);
+      const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
+      uint8_t* sel = nullptr;
+      const kv::LagPolicy* pol = s.policy;
+      if (due > 0) {  // score and select the due partitions of every KV head
+        sel = selected_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * due * pol->lag;
+        scores_.reserve(static_cast<size_t>(cfg_.n_kv_heads) * due * pol->lag);
+        kc::lag_score(kv, table, p.region, due, pol->lag, pol->score_v_weight, scores_.get(), st);
+        kc::lag_select(scores_.get(), cfg_.n_kv_heads * due, pol->lag, pol->keep, sel, st);
+      }
+      if (p.n > 1) {
+        kc::PartitionMaskGpu mask;
+        if (due > 0) {
+          mask.begin = p.region;
+          mask.n_partitions = due;
+          mask.lag = pol->lag;
+          mask.selected = sel;
+          mask.hide_upto = dmeta + o_hide + p.hide_upto;
+        }
+        kc::prefill_attention(kv, table, cache_len + 1, qkv_.get() + static_cast<int64_t>(p.row0) * qkv_dim,
+                              qkv_dim, attn_.get() + static_cast<int64_t>(p.row0) * q_dim, p.n,
+                              cfg_.n_heads, scale, due > 0 ? &mask : nullptr, st);
+      }
+      if (due > 0) {  // after attention: the selected entries and the tail move forward
+        const int32_t end = cache_len + p.n;
+        compact_scratch_.reserve(kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region, end));
+        kc::kv_compact(kv, table, sel, p.region, due, pol->lag, end, compact_scratch_.get(), st);
+      }
+    }
+    kc::gemm_bf16_nt(blas_.get(), attn_.get(), P.wo.get(), x_.get(), T, d, q_dim, true);
+    kc::rmsnorm(x_.get(), nullptr, P.ffn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
+    kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), T, 2 * ff, d, false);
+    kc::swiglu(gate_up_.get(), act_.get(), T, ff, st);
+    kc::gemm_bf16_nt(blas_.get(), act_.get(), P.w_down.get(), x_.get(), T, d, ff, true);
+  }
+  // Final norm over the rows whose logits were asked for, then the head.
+  kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
+  const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
+  kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+  const size_t n_logits = static_cast<size_t>(n_rows) * cfg_.vocab_size;
+  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.get(), logits_.get(), n_logits * sizeof(float),
+                                      cudaMemcpyDeviceToHost, st));
+  bool trace = false;
+  for (const SequenceStep& s : batch.seqs) trace = trace || (s.trace_evictions && s.compressed_after > s.compressed_before);
+  if (trace) {
+    selected_host_.reserve(selected_bytes);
+    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
+                                        cudaMemcpyDeviceToHost, st));
+  }
+  stream_.synchronize();
+
+  StepOutput out;
+  out.vocab_size = cfg_.vocab_size;
+  out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
+  out.row_begin.push_back(0);
+  {
+    int32_t row = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      row += s.all_logits ? static_cast<int32_t>(s.tokens.size()) : 1;
+      out.row_begin.push_back(row);
+    }
+  }
+  if (trace) {
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      if (!s.trace_evictions || p.n_due == 0) continue;
+      const kv::LagPolicy& P = *s.policy;
+      for (int32_t l = 0; l < n_layers; ++l) {
+        if (!s.compressed_layer(l)) continue;
+        const uint8_t* sel = selected_host_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * P.lag;
+        for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
+          for (int32_t r = 0; r < p.n_due; ++r) {
+            EvictionRecord e{si, l, h, s.compressed_before + r, {}};
+            for (int32_t off = 0; off < P.lag; ++off) {
+              if (sel[(static_cast<int64_t>(h) * p.n_due + r) * P.lag + off] != 0) {
+                e.kept_positions.push_back(P.sink + (s.compressed_before + r) * P.lag + off);
+              }
+            }
+            out.evictions.push_back(std::move(e));
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool cuda_available() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const model::Model& model,
+                                                           const CudaBackendOptions& options) {
+  int n_devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n_devices);
+  if (err != cudaSuccess || n_devices == 0) {
+    return absl::UnavailableError(fmt::format("no CUDA device ({})", cudaGetErrorString(err)));
+  }
+  if (options.device < 0 || options.device >= n_devices) {
+    return absl::InvalidArgumentError(
+        fmt::format("CUDA device {} does not exist ({} present)", options.device, n_devices));
+  }
+  const model::ModelConfig& c = model.config;
+  if (c.head_dim != 64 && c.head_dim != 128) {
+    return absl::UnimplementedError(
+        fmt::format("the CUDA backend supports head_dim 64 and 128, the model has {}", c.head_dim));
+  }
+  if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 8) {
+    return absl::UnimplementedError(fmt::format(
+        "the CUDA backend supports 1 to 8 query heads per KV head, the model has {}/{}", c.n_heads,
+        c.n_kv_heads));
+  }
+  if (options.block_size < 16 || options.block_size % 16 != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("the CUDA backend needs a block size that is a multiple of 16, got {}", options.block_size));
+  }
+  if (!(options.gpu_memory_utilization > 0 && options.gpu_memory_utilization <= 1)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "gpu memory utilization must be in (0, 1], got {}", options.gpu_memory_utilization));
+  }
+  LAGSERVE_CUDA_CHECK(cudaSetDevice(options.device));
+  int sms = 0;
+  LAGSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, options.device));
+  // Weights (bf16) must fit before anything else.
+  size_t free_b = 0, total_b = 0;
+  LAGSERVE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  int64_t weight_bytes = static_cast<int64_t>(model.weights.tok_embd.size() + model.weights.output.size()) * 2;
+  for (const auto& L : model.weights.layers) {
+    weight_bytes += static_cast<int64_t>(L.wqkv.size() + L.wo.size() + L.w_gate_up.size() + L.w_down.size()) * 2;
+  }
+  if (weight_bytes > static_cast<int64_t>(free_b)) {
+    return absl::ResourceExhaustedError(fmt::format(
+        "the weights take {} MiB in bf16, the GPU has {} MiB free", weight_bytes >> 20, free_b >> 20));
+  }
+  auto be = std::make_unique<CudaBackend>(model, options, sms);
+  if (absl::Status st = be->init(model); !st.ok()) return st;
+  return std::unique_ptr<Backend>(std::move(be));
+}
+
+}  // namespace lagserve::backend

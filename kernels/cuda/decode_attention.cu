@@ -1,0 +1,362 @@
+#include "kernels/cuda/decode_attention.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace lagserve::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxSplit = 512;  // keys per split, at most
+constexpr int kMinSplit = 64;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// 8 bf16 in a 16-byte word, widened to fp32.
+__device__ __forceinline__ void unpack8(const uint4& w, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&w);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __bfloat1622float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+// One block per (split, kv head, item). Phase 1: scores, a few lanes per key
+// (8 for head_dim >= 64, each D/8 channels), several keys per warp at a time.
+// Phase 2: softmax per query head in shared memory. Phase 3: P.V, lane groups
+// over the keys, each lane D/32 channels (at least 2); the groups' sums meet
+// in shared memory.
+// kMasked: the launch has masked items. Such an item (mask_len > 0) gets one
+// more pass between phases 1 and 2 that sets its hidden keys' scores to -inf;
+// other items skip it (block-uniform branch, no loads of `selected`).
+// NOTE: a separate instantiation rather than a runtime flag: the unmasked
+// kernel stays exactly the plain decode kernel (ptxas register allocation
+// here is fragile, a few live values more tip some shapes into spills).
+template <int D, int G, bool kMasked>
+__global__ void __launch_bounds__(kThreads)
+decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
+               const DecodeItem* __restrict__ items, const uint8_t* __restrict__ selected,
+               const float* __restrict__ q, int64_t q_row_stride, bf16* __restrict__ out,
+               int64_t out_row_stride, int32_t n_heads, float scale_log2, int32_t split_len,
+               int32_t max_splits, float* __restrict__ ws_acc, float* __restrict__ ws_ml) {
+  // Phase 1: 8 channels (one 16-byte load) or more per lane, at most 8 lanes per key.
+  constexpr int kLanesPerKey = D >= 64 ? 8 : D / 8, kChanPerLane = D / kLanesPerKey;
+  constexpr int kKeysPerWarp = 32 / kLanesPerKey, kKeysPerIter = kWarps * kKeysPerWarp;
+  // Phase 3: at least 2 channels (one bf16x2) per lane.
+  constexpr int kChanPerLaneV = D >= 64 ? D / 32 : 2, kLanesPerKeyV = D / kChanPerLaneV;
+  constexpr int kKeysPerWarpV = 32 / kLanesPerKeyV;
+  __shared__ float q_s[G][D];
+  __shared__ float sc[G][kMaxSplit];
+  __shared__ float red[G][D];
+  __shared__ int32_t blk[kMaxSplit / 16 + 2];
+  __shared__ float m_s[G], l_s[G];
+
+  const DecodeItem item = items[blockIdx.z];
+  const int32_t kvh = blockIdx.y, split = blockIdx.x;
+  const int32_t begin = split * split_len;
+  if (begin >= item.ctx_len) return;
+  const int32_t end = min(item.ctx_len, begin + split_len), n = end - begin;
+  const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
+  const int32_t* table = tables + item.table_offset;
+  const int32_t bs = kv.block_size, n_kv = kv.n_kv_heads;
+  const int32_t first_blk = begin / bs, n_blk = (end - 1) / bs - first_blk + 1;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  const float* qrow = q + static_cast<int64_t>(item.row) * q_row_stride + static_cast<int64_t>(kvh) * G * D;
+  for (int e = tid; e < G * D; e += kThreads) {
+    q_s[e / D][e % D] = qrow[e] * scale_log2;
+    red[e / D][e % D] = 0.f;
+  }
+  for (int b = tid; b < n_blk; b += kThreads) blk[b] = table[first_blk + b];
+  __syncthreads();
+
+  // Phase 1: scores (log2 domain).
+  {
+    const int sub = lane / kLanesPerKey, part = lane % kLanesPerKey;
+    float qr[G][kChanPerLane];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int i = 0; i < kChanPerLane; ++i) qr[g][i] = q_s[g][part * kChanPerLane + i];
+    // Two keys per lane per iteration, loads first, so more bytes are in flight.
+    for (int jb = 0; jb < n; jb += 2 * kKeysPerIter) {
+      float kf[2][kChanPerLane];
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int j = jb + u * kKeysPerIter + warp * kKeysPerWarp + sub;
+        if (j < n) {
+          const int32_t idx = begin + j;
+          const int64_t off =
+              ((static_cast<int64_t>(blk[idx / bs - first_blk]) * n_kv + kvh) * bs + idx % bs) * D +
+              part * kChanPerLane;
+          const uint4* src = reinterpret_cast<const uint4*>(kv.k + off);
+#pragma unroll
+          for (int w = 0; w < kChanPerLane / 8; ++w) unpack8(__ldg(src + w), kf[u] + 8 * w);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kChanPerLane; ++i) kf[u][i] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int j = jb + u * kKeysPerIter + warp * kKeysPerWarp + sub;
+        float dot[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float s = 0.f;
+#pragma unroll
+          for (int i = 0; i < kChanPerLane; ++i) s = fmaf(qr[g][i], kf[u][i], s);
+          dot[g] = s;
+        }
+#pragma unroll
+        for (int o = kLanesPerKey / 2; o > 0; o >>= 1)
+#pragma unroll
+          for (int g = 0; g < G; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
+        if (j < n && part == 0) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) sc[g][j] = dot[g];
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // The mask: hidden keys of this split score -inf.
+  if (kMasked && item.mask_len > 0) {
+    const int32_t lo = max(begin, item.mask_begin);
+    const int32_t hi = min(end, min(item.hide_end, item.mask_begin + item.mask_len));
+    if (lo < hi) {  // block-uniform
+      const uint8_t* sel = selected + item.sel_offset +
+                           static_cast<int64_t>(kvh) * item.mask_len - item.mask_begin;
+      for (int32_t idx = lo + tid; idx < hi; idx += kThreads) {
+        if (sel[idx] == 0) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) sc[g][idx - begin] = -INFINITY;
+        }
+      }
+      __syncthreads();
+    }
+  }
+
+  // Phase 2: per query head, max and exp2 in place, sum. A split whose keys
+  // are all hidden has m = -inf: its weights are 0 and l = 0 (not NaN).
+  for (int g = warp; g < G; g += kWarps) {
+    float m = -INFINITY;
+    for (int j = lane; j < n; j += 32) m = fmaxf(m, sc[g][j]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float m_sub = kMasked && m == -INFINITY ? 0.f : m;
+    float l = 0.f;
+    for (int j = lane; j < n; j += 32) {
+      const float p = exp2f(sc[g][j] - m_sub);
+      sc[g][j] = p;
+      l += p;
+    }
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) {
+      m_s[g] = m;
+      l_s[g] = l;
+    }
+  }
+  __syncthreads();
+
+  // Phase 3: P.V.
+  float acc[G][kChanPerLaneV];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < kChanPerLaneV; ++i) acc[g][i] = 0.f;
+  // Four keys per lane group per iteration, loads first.
+  constexpr int kU = 4, kKeysPerIterV = kWarps * kKeysPerWarpV;
+  const int subv = lane / kLanesPerKeyV, partv = lane % kLanesPerKeyV;
+  for (int jb = warp * kKeysPerWarpV + subv; jb < n; jb += kU * kKeysPerIterV) {
+    float vf[kU][kChanPerLaneV];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int j = jb + u * kKeysPerIterV;
+      if (j >= n) {
+#pragma unroll
+        for (int i = 0; i < kChanPerLaneV; ++i) vf[u][i] = 0.f;
+        continue;
+      }
+      const int32_t idx = begin + j;
+      const int64_t off =
+          ((static_cast<int64_t>(blk[idx / bs - first_blk]) * n_kv + kvh) * bs + idx % bs) * D +
+          partv * kChanPerLaneV;
+      if constexpr (kChanPerLaneV == 4) {
+        const uint2 w = __ldg(reinterpret_cast<const uint2*>(kv.v + off));
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.x));
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.y));
+        vf[u][0] = a.x; vf[u][1] = a.y; vf[u][2] = b.x; vf[u][3] = b.y;
+      } else {
+        const unsigned int w = __ldg(reinterpret_cast<const unsigned int*>(kv.v + off));
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+        vf[u][0] = a.x; vf[u][1] = a.y;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int j = jb + u * kKeysPerIterV;
+      if (j >= n) break;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float p = sc[g][j];
+#pragma unroll
+        for (int i = 0; i < kChanPerLaneV; ++i) acc[g][i] = fmaf(p, vf[u][i], acc[g][i]);
+      }
+    }
+  }
+  // The lane groups' partial sums meet in shared memory.
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < kChanPerLaneV; ++i) atomicAdd(&red[g][partv * kChanPerLaneV + i], acc[g][i]);
+  __syncthreads();
+
+  for (int e = tid; e < G * D; e += kThreads) {
+    const int g = e / D, c = e % D;
+    const float s = red[g][c];
+    const int32_t h = kvh * G + g;
+    if (n_splits == 1) {
+      out[static_cast<int64_t>(item.row) * out_row_stride + static_cast<int64_t>(h) * D + c] =
+          __float2bfloat16(!kMasked || l_s[g] > 0.f ? s / l_s[g] : 0.f);
+    } else {
+      const int64_t slot = (static_cast<int64_t>(blockIdx.z) * n_heads + h) * max_splits + split;
+      ws_acc[slot * D + c] = s;
+      if (c == 0) {
+        ws_ml[slot * 2] = m_s[g];
+        ws_ml[slot * 2 + 1] = l_s[g];
+      }
+    }
+  }
+}
+
+// One block of D threads per (query head, item): merges the splits.
+template <int D>
+__global__ void decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
+                             int64_t out_row_stride, int32_t n_heads, int32_t split_len,
+                             int32_t max_splits, const float* __restrict__ ws_acc,
+                             const float* __restrict__ ws_ml) {
+  const DecodeItem item = items[blockIdx.y];
+  const int32_t h = blockIdx.x, c = threadIdx.x;
+  const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
+  if (n_splits <= 1) return;
+  const int64_t base = (static_cast<int64_t>(blockIdx.y) * n_heads + h) * max_splits;
+  float m = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, ws_ml[(base + s) * 2]);
+  float l = 0.f, o = 0.f;
+  for (int s = 0; s < n_splits; ++s) {
+    const float l_split = ws_ml[(base + s) * 2 + 1];
+    if (l_split == 0.f) continue;  // every key of the split hidden (m = -inf)
+    const float f = exp2f(ws_ml[(base + s) * 2] - m);
+    l += l_split * f;
+    o += ws_acc[(base + s) * D + c] * f;
+  }
+  out[static_cast<int64_t>(item.row) * out_row_stride + static_cast<int64_t>(h) * D + c] =
+      __float2bfloat16(l > 0.f ? o / l : 0.f);
+}
+
+template <int D, int G>
+void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items, int32_t n_items,
+            const uint8_t* selected, const DecodePlan& plan, const float* q,
+            int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads, float scale,
+            float* workspace, cudaStream_t stream) {
+  const int64_t acc_floats = static_cast<int64_t>(n_items) * n_heads * plan.max_splits * D;
+  float* ws_acc = workspace;
+  float* ws_ml = workspace + acc_floats;
+  const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
+  if (selected == nullptr) {
+    decode_partial<D, G, false><<<grid, kThreads, 0, stream>>>(
+        kv, tables, items, nullptr, q, q_row_stride, out, out_row_stride, n_heads,
+        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+  } else {
+    decode_partial<D, G, true><<<grid, kThreads, 0, stream>>>(
+        kv, tables, items, selected, q, q_row_stride, out, out_row_stride, n_heads,
+        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+  }
+  LAGSERVE_CUDA_CHECK_LAUNCH();
+  if (plan.max_splits > 1) {
+    decode_merge<D><<<dim3(n_heads, n_items), D, 0, stream>>>(
+        items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    LAGSERVE_CUDA_CHECK_LAUNCH();
+  }
+}
+
+template <int D>
+void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
+                  const DecodeItem* items, int32_t n_items, const uint8_t* selected,
+                  const DecodePlan& plan, const float* q,
+                  int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
+                  float scale, float* workspace, cudaStream_t stream) {
+#define LAGSERVE_DECODE_CASE(G)                                                               \
+  case G:                                                                                     \
+    return launch<D, G>(kv, tables, items, n_items, selected, plan, q, q_row_stride, out,     \
+                        out_row_stride, n_heads, scale, workspace, stream);
+  switch (group) {
+    LAGSERVE_DECODE_CASE(1)
+    LAGSERVE_DECODE_CASE(2)
+    LAGSERVE_DECODE_CASE(3)
+    LAGSERVE_DECODE_CASE(4)
+    LAGSERVE_DECODE_CASE(5)
+    LAGSERVE_DECODE_CASE(6)
+    LAGSERVE_DECODE_CASE(7)
+    LAGSERVE_DECODE_CASE(8)
+    default:
+      break;
+  }
+#undef LAGSERVE_DECODE_CASE
+  std::fprintf(stderr, "lagserve: decode_attention supports 1 to 8 query heads per KV head, got %d\n",
+               group);
+  std::abort();
+}
+
+}  // namespace
+
+DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_kv_heads,
+                                 int32_t sm_count) {
+  // Aim at about two blocks per multiprocessor over the whole batch.
+  const int64_t target_blocks = 2LL * std::max(sm_count, 1);
+  int64_t len = (total_ctx * n_kv_heads + target_blocks - 1) / target_blocks;
+  len = (len + kMinSplit - 1) / kMinSplit * kMinSplit;
+  len = std::clamp<int64_t>(len, kMinSplit, kMaxSplit);
+  DecodePlan plan;
+  plan.split_len = static_cast<int32_t>(len);
+  plan.max_splits = std::max<int32_t>(1, static_cast<int32_t>((max_ctx + len - 1) / len));
+  return plan;
+}
+
+int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int32_t n_heads,
+                                   int32_t head_dim) {
+  return static_cast<int64_t>(n_items) * n_heads * plan.max_splits * (head_dim + 2);
+}
+
+void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+                      int32_t n_items, const uint8_t* selected, const DecodePlan& plan,
+                      const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
+                      int32_t n_heads, float scale, float* workspace, cudaStream_t stream) {
+  if (n_items == 0) return;
+  const int32_t group = n_heads / kv.n_kv_heads;
+  if (kv.head_dim == 16) {
+    launch_group<16>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, workspace, stream);
+  } else if (kv.head_dim == 32) {
+    launch_group<32>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, workspace, stream);
+  } else if (kv.head_dim == 64) {
+    launch_group<64>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, workspace, stream);
+  } else if (kv.head_dim == 128) {
+    launch_group<128>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
+                      out_row_stride, n_heads, scale, workspace, stream);
+  } else {
+    std::fprintf(stderr, "lagserve: decode_attention supports head_dim 16, 32, 64 and 128, got %d\n",
+                 kv.head_dim);
+    std::abort();
+  }
+}
+
+}  // namespace lagserve::kernels::cuda

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE after build_cuda.sh: the CUDA tests (kernels against
+# their CPU references; the whole model against the CPU backend), then the
+# benchmarks on the Qwen2.5-1.5B shape with their anchors in the same call.
+# The default model travels in two halves (.device-model-a/part and
+# .device-model-b/part, carried by two calls that follow each other within
+# the machine's warm window; see docs/building.md) and is put back together
+# and checked here. Logs go to $OUT; a table of figures is printed last.
+#   CUDA_RUN=tests|bench|all (default all)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/lagserve-out}"
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/.device-deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+B=build-gpu
+WHAT="${CUDA_RUN:-all}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+MODEL_DIR="$HOME/.cache/lagserve/models"
+GGUF="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$GGUF" ] && [ -f .device-model-a/part ] && [ -f .device-model-b/part ]; then
+  mkdir -p "$MODEL_DIR"
+  cat .device-model-a/part .device-model-b/part > "$GGUF"
+  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $GGUF" | sha256sum -c - || rm -f "$GGUF"
+fi
+
+run_test() {  # name [env...]
+  local t=$1; shift
+  env "$@" "$B/tests/$t" > "$OUT/$t${SUFFIX:-}.log" 2>&1
+  echo "$t${SUFFIX:-}: exit $? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t${SUFFIX:-}.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]|Failure|agreement|agree on|mixed batch' "$OUT/$t${SUFFIX:-}.log" | head -20
+}
+
+if [ "$WHAT" != bench ]; then
+  for t in test_cuda_layer_ops test_cuda_decode_attention test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling; do
+    run_test $t
+  done
+  run_test test_cuda_backend
+  SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
+  SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
+fi
+
+if [ "$WHAT" != tests ]; then
+  Q=/tmp/qwen2.5-1.5b-shape
+  [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" | tee "$OUT/make_model.txt"
+  "$B/bench/bench_prefill_attention" --seq 32768 2>&1 | tee "$OUT/bench_prefill_attention.txt"
+  python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
+  "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
+    2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
+  "$B/bench/bench_cuda_decode" --model "$Q" --batch 32 --context 32768 --steps 256 \
+    --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
+  [ -f "$GGUF" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
+    -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
+fi
