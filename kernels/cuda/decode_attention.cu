@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_check.h"
 
@@ -31,9 +32,10 @@ __device__ __forceinline__ void unpack8(const uint4& w, float* f) {
 // Phase 2: softmax per query head in shared memory. Phase 3: P.V, lane groups
 // over the keys, each lane D/32 channels (at least 2); the groups' sums meet
 // in shared memory.
-// kMasked: the launch has masked items. Such an item (mask_len > 0) gets one
-// more pass between phases 1 and 2 that sets its hidden keys' scores to -inf;
-// other items skip it (block-uniform branch, no loads of `selected`).
+// kMasked: the launch may have masked items. For such an item (mask_len > 0,
+// a block-uniform branch) the prologue reads its split's flags into shared
+// memory, and a pass between phases 1 and 2 sets the hidden keys' scores to
+// -inf; other items load nothing more.
 // NOTE: a separate instantiation rather than a runtime flag: the unmasked
 // kernel stays exactly the plain decode kernel (ptxas register allocation
 // here is fragile, a few live values more tip some shapes into spills).
@@ -55,6 +57,10 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   __shared__ float red[G][D];
   __shared__ int32_t blk[kMaxSplit / 16 + 2];
   __shared__ float m_s[G], l_s[G];
+  // kMasked: keys [hide_lo_s, hide_hi_s) of the split (from begin) may be
+  // hidden, hidden_s[j] says which.
+  __shared__ uint8_t hidden_s[kMasked ? kMaxSplit : 1];
+  __shared__ int32_t hide_lo_s, hide_hi_s;
 
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
@@ -73,6 +79,22 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
     red[e / D][e % D] = 0.f;
   }
   for (int b = tid; b < n_blk; b += kThreads) blk[b] = table[first_blk + b];
+  if constexpr (kMasked) {
+    // Read the flags here, beside q, so no mask state stays live in phase 1.
+    int32_t lo = 0, hi = 0;
+    if (item.mask_len > 0) {  // block-uniform
+      lo = max(begin, item.mask_begin);
+      hi = min(end, min(item.hide_end, item.mask_begin + item.mask_len));
+      const uint8_t* sel = selected + item.sel_offset + static_cast<int64_t>(kvh) * item.mask_len;
+      for (int32_t idx = lo + tid; idx < hi; idx += kThreads) {
+        hidden_s[idx - begin] = sel[idx - item.mask_begin] == 0;
+      }
+    }
+    if (tid == 0) {
+      hide_lo_s = lo - begin;
+      hide_hi_s = hi - begin;
+    }
+  }
   __syncthreads();
 
   // Phase 1: scores (log2 domain).
@@ -83,11 +105,13 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
     for (int g = 0; g < G; ++g)
 #pragma unroll
       for (int i = 0; i < kChanPerLane; ++i) qr[g][i] = q_s[g][part * kChanPerLane + i];
-    // Two keys per lane per iteration, loads first, so more bytes are in flight.
-    for (int jb = 0; jb < n; jb += 2 * kKeysPerIter) {
-      float kf[2][kChanPerLane];
+    // Four keys per lane per iteration: the raw loads first, so that more
+    // bytes are in flight, then the arithmetic.
+    constexpr int kKU = 4, kWords = kChanPerLane / 8;
+    for (int jb = 0; jb < n; jb += kKU * kKeysPerIter) {
+      uint4 kraw[kKU][kWords];
 #pragma unroll
-      for (int u = 0; u < 2; ++u) {
+      for (int u = 0; u < kKU; ++u) {
         const int j = jb + u * kKeysPerIter + warp * kKeysPerWarp + sub;
         if (j < n) {
           const int32_t idx = begin + j;
@@ -96,21 +120,24 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
               part * kChanPerLane;
           const uint4* src = reinterpret_cast<const uint4*>(kv.k + off);
 #pragma unroll
-          for (int w = 0; w < kChanPerLane / 8; ++w) unpack8(__ldg(src + w), kf[u] + 8 * w);
+          for (int w = 0; w < kWords; ++w) kraw[u][w] = __ldg(src + w);
         } else {
 #pragma unroll
-          for (int i = 0; i < kChanPerLane; ++i) kf[u][i] = 0.f;
+          for (int w = 0; w < kWords; ++w) kraw[u][w] = make_uint4(0, 0, 0, 0);
         }
       }
 #pragma unroll
-      for (int u = 0; u < 2; ++u) {
+      for (int u = 0; u < kKU; ++u) {
         const int j = jb + u * kKeysPerIter + warp * kKeysPerWarp + sub;
+        float kf[kChanPerLane];
+#pragma unroll
+        for (int w = 0; w < kWords; ++w) unpack8(kraw[u][w], kf + 8 * w);
         float dot[G];
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           float s = 0.f;
 #pragma unroll
-          for (int i = 0; i < kChanPerLane; ++i) s = fmaf(qr[g][i], kf[u][i], s);
+          for (int i = 0; i < kChanPerLane; ++i) s = fmaf(qr[g][i], kf[i], s);
           dot[g] = s;
         }
 #pragma unroll
@@ -127,16 +154,13 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   __syncthreads();
 
   // The mask: hidden keys of this split score -inf.
-  if (kMasked && item.mask_len > 0) {
-    const int32_t lo = max(begin, item.mask_begin);
-    const int32_t hi = min(end, min(item.hide_end, item.mask_begin + item.mask_len));
+  if constexpr (kMasked) {
+    const int32_t lo = hide_lo_s, hi = hide_hi_s;
     if (lo < hi) {  // block-uniform
-      const uint8_t* sel = selected + item.sel_offset +
-                           static_cast<int64_t>(kvh) * item.mask_len - item.mask_begin;
-      for (int32_t idx = lo + tid; idx < hi; idx += kThreads) {
-        if (sel[idx] == 0) {
+      for (int32_t j = lo + tid; j < hi; j += kThreads) {
+        if (hidden_s[j]) {
 #pragma unroll
-          for (int g = 0; g < G; ++g) sc[g][idx - begin] = -INFINITY;
+          for (int g = 0; g < G; ++g) sc[g][j] = -INFINITY;
         }
       }
       __syncthreads();
@@ -170,43 +194,42 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   for (int g = 0; g < G; ++g)
 #pragma unroll
     for (int i = 0; i < kChanPerLaneV; ++i) acc[g][i] = 0.f;
-  // Four keys per lane group per iteration, loads first.
-  constexpr int kU = 4, kKeysPerIterV = kWarps * kKeysPerWarpV;
+  // Eight keys per lane group per iteration, the raw loads first.
+  constexpr int kU = 8, kKeysPerIterV = kWarps * kKeysPerWarpV;
+  using VRaw = std::conditional_t<kChanPerLaneV == 4, uint2, unsigned int>;
   const int subv = lane / kLanesPerKeyV, partv = lane % kLanesPerKeyV;
   for (int jb = warp * kKeysPerWarpV + subv; jb < n; jb += kU * kKeysPerIterV) {
-    float vf[kU][kChanPerLaneV];
+    VRaw vraw[kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int j = jb + u * kKeysPerIterV;
       if (j >= n) {
-#pragma unroll
-        for (int i = 0; i < kChanPerLaneV; ++i) vf[u][i] = 0.f;
+        vraw[u] = VRaw{};
         continue;
       }
       const int32_t idx = begin + j;
       const int64_t off =
           ((static_cast<int64_t>(blk[idx / bs - first_blk]) * n_kv + kvh) * bs + idx % bs) * D +
           partv * kChanPerLaneV;
-      if constexpr (kChanPerLaneV == 4) {
-        const uint2 w = __ldg(reinterpret_cast<const uint2*>(kv.v + off));
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.x));
-        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.y));
-        vf[u][0] = a.x; vf[u][1] = a.y; vf[u][2] = b.x; vf[u][3] = b.y;
-      } else {
-        const unsigned int w = __ldg(reinterpret_cast<const unsigned int*>(kv.v + off));
-        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
-        vf[u][0] = a.x; vf[u][1] = a.y;
-      }
+      vraw[u] = __ldg(reinterpret_cast<const VRaw*>(kv.v + off));
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int j = jb + u * kKeysPerIterV;
       if (j >= n) break;
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&vraw[u]);
+      float vf[kChanPerLaneV];
+#pragma unroll
+      for (int i = 0; i < kChanPerLaneV / 2; ++i) {
+        const float2 f = __bfloat1622float2(h[i]);
+        vf[2 * i] = f.x;
+        vf[2 * i + 1] = f.y;
+      }
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         const float p = sc[g][j];
 #pragma unroll
-        for (int i = 0; i < kChanPerLaneV; ++i) acc[g][i] = fmaf(p, vf[u][i], acc[g][i]);
+        for (int i = 0; i < kChanPerLaneV; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
       }
     }
   }
@@ -262,8 +285,8 @@ __global__ void decode_merge(const DecodeItem* __restrict__ items, bf16* __restr
 
 template <int D, int G>
 void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items, int32_t n_items,
-            const uint8_t* selected, const DecodePlan& plan, const float* q,
-            int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads, float scale,
+            const DecodePlan& plan, const float* q, int64_t q_row_stride, bf16* out,
+            int64_t out_row_stride, int32_t n_heads, float scale, const uint8_t* selected,
             float* workspace, cudaStream_t stream) {
   const int64_t acc_floats = static_cast<int64_t>(n_items) * n_heads * plan.max_splits * D;
   float* ws_acc = workspace;
@@ -288,14 +311,13 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
 
 template <int D>
 void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
-                  const DecodeItem* items, int32_t n_items, const uint8_t* selected,
-                  const DecodePlan& plan, const float* q,
+                  const DecodeItem* items, int32_t n_items, const DecodePlan& plan, const float* q,
                   int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                  float scale, float* workspace, cudaStream_t stream) {
+                  float scale, const uint8_t* selected, float* workspace, cudaStream_t stream) {
 #define LAGSERVE_DECODE_CASE(G)                                                               \
   case G:                                                                                     \
-    return launch<D, G>(kv, tables, items, n_items, selected, plan, q, q_row_stride, out,     \
-                        out_row_stride, n_heads, scale, workspace, stream);
+    return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out, out_row_stride, \
+                        n_heads, scale, selected, workspace, stream);
   switch (group) {
     LAGSERVE_DECODE_CASE(1)
     LAGSERVE_DECODE_CASE(2)
@@ -335,23 +357,24 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 }
 
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
-                      int32_t n_items, const uint8_t* selected, const DecodePlan& plan,
-                      const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
-                      int32_t n_heads, float scale, float* workspace, cudaStream_t stream) {
+                      int32_t n_items, const DecodePlan& plan, const float* q,
+                      int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
+                      float scale, const uint8_t* selected, float* workspace,
+                      cudaStream_t stream) {
   if (n_items == 0) return;
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 16) {
-    launch_group<16>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, workspace, stream);
+    launch_group<16>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 32) {
-    launch_group<32>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, workspace, stream);
+    launch_group<32>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 64) {
-    launch_group<64>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, workspace, stream);
+    launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 128) {
-    launch_group<128>(group, kv, tables, items, n_items, selected, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale, workspace, stream);
+    launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                      out_row_stride, n_heads, scale, selected, workspace, stream);
   } else {
     std::fprintf(stderr, "lagserve: decode_attention supports head_dim 16, 32, 64 and 128, got %d\n",
                  kv.head_dim);

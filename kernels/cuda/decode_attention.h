@@ -54,14 +54,16 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 // h / (n_heads / n_kv_heads). q fp32 with row stride q_row_stride (the
 // [n_heads, head_dim] heads first); out bf16, row stride out_row_stride.
 // Keys an item's mask hides (see DecodeItem) are left out; selected is a
-// device array of 0/1 flags and may be null when no item has mask_len > 0.
+// device array of 0/1 flags. selected == nullptr: every item's mask fields are
+// ignored and the plain (fastest) kernel runs; pass it so for pure decode.
 // A row that sees no key at all gets zeros (never happens in practice: keys
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,
 // group size 1..8.
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
-                      int32_t n_items, const uint8_t* selected, const DecodePlan& plan,
-                      const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
-                      int32_t n_heads, float scale, float* workspace, cudaStream_t stream);
+                      int32_t n_items, const DecodePlan& plan, const float* q,
+                      int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
+                      float scale, const uint8_t* selected, float* workspace,
+                      cudaStream_t stream);
 
 }  // namespace lagserve::kernels::cuda

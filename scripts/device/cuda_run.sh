@@ -4,7 +4,7 @@
 # benchmarks on the Qwen2.5-1.5B shape with their anchors in the same call.
 # The default model travels in two halves (.device-model-a/part and
 # .device-model-b/part, carried by two calls that follow each other within
-# the machine's warm window; see docs/building.md) and is put back together
+# the machine's warm window; see docs/cuda.md) and is put back together
 # and checked here. Logs go to $OUT; a table of figures is printed last.
 #   CUDA_RUN=tests|bench|all (default all)
 set -uo pipefail

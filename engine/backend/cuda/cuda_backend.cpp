@@ -48,7 +48,13 @@ struct SeqPlan {
   int32_t n_due = 0, region = 0;
   int32_t hide_upto = -1;                   // offset of its hide_upto array, -1: none
   int64_t selected = 0;                     // offset of its selection bytes (per layer after)
+  bool rows_path = false;                   // its queries go through decode_attention, one item each
 };
+
+// Chunks of at most this many tokens, and every chunk of a model whose
+// head_dim the tensor-core prefill kernel lacks, run as rows of the batched
+// decode attention (one launch for all of them).
+constexpr int32_t kRowsPathMaxTokens = 4;
 
 class CudaBackend final : public Backend {
  public:
@@ -69,8 +75,14 @@ class CudaBackend final : public Backend {
             opt_.block_size, cfg_.head_dim};
   }
 
+  // Where sequence p's selection flags for layer l live on the device.
+  uint8_t* selection(const SeqPlan& p, int32_t l, int32_t lag) const {
+    return selected_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * lag;
+  }
+
   model::ModelConfig cfg_;
   CudaBackendOptions opt_;
+  bool prefill_supported_ = false;  // the tensor-core prefill kernel has this head_dim
   int32_t sm_count_;
   int32_t n_blocks_ = 0;
   cuda::Stream stream_;
@@ -90,6 +102,7 @@ class CudaBackend final : public Backend {
 };
 
 absl::Status CudaBackend::init(const model::Model& model) {
+  prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
   const auto& w = model.weights;
   tok_embd_.assign(to_bf16(w.tok_embd).data(), w.tok_embd.size());
   if (!w.output.empty()) output_.assign(to_bf16(w.output).data(), w.output.size());
@@ -196,7 +209,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
       if (p.n_due > 0) {
         p.selected = selected_bytes;
         selected_bytes += static_cast<int64_t>(n_layers) * cfg_.n_kv_heads * p.n_due * P.lag;
-        if (p.n > 1) {  // queries of a chunk hide the unselected keys (DESIGN.md section 1)
+        if (p.n > 1) {  // queries of a chunk hide unselected keys (DESIGN.md section 1)
           p.hide_upto = static_cast<int32_t>(hide.size());
           for (int32_t i = 0; i < p.n; ++i) {
             const int32_t t = s.first_position + i;
@@ -206,11 +219,12 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
         }
       }
     }
-    if (p.n == 1) {
-      ++n_decode;
-      max_ctx = std::max({max_ctx, s.cache_len + 1, s.lag_cache_len + 1});
-      total_ctx[0] += s.cache_len + 1;
-      total_ctx[1] += (has_lag ? s.lag_cache_len : s.cache_len) + 1;
+    p.rows_path = p.n <= kRowsPathMaxTokens || !prefill_supported_;
+    if (p.rows_path) {
+      n_decode += p.n;
+      max_ctx = std::max({max_ctx, s.cache_len + p.n, s.lag_cache_len + p.n});
+      total_ctx[0] += static_cast<int64_t>(s.cache_len + p.n) * p.n;
+      total_ctx[1] += static_cast<int64_t>((has_lag ? s.lag_cache_len : s.cache_len) + p.n) * p.n;
     }
   }
   reserve_activations(T, n_rows);
@@ -246,16 +260,24 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
         }
       }
       for (int64_t i = s.all_logits ? 0 : p.n - 1; i < p.n; ++i) M[o_rows + row++] = p.row0 + static_cast<int32_t>(i);
-      if (p.n == 1) {
-        for (int32_t l = 0; l < n_layers; ++l) {
-          const bool lag = s.compressed_layer(l);
-          kc::DecodeItem it;
-          it.table_offset = lag ? p.lag_table : p.full_table;
-          it.ctx_len = (lag ? s.lag_cache_len : s.cache_len) + 1;
-          it.row = p.row0;
-          std::memcpy(M + o_items + (static_cast<int64_t>(l) * n_decode + di) * item_ints, &it, sizeof it);
+      if (p.rows_path) {
+        for (int32_t i = 0; i < p.n; ++i, ++di) {
+          for (int32_t l = 0; l < n_layers; ++l) {
+            const bool lag = s.compressed_layer(l);
+            kc::DecodeItem it;
+            it.table_offset = lag ? p.lag_table : p.full_table;
+            it.ctx_len = (lag ? s.lag_cache_len : s.cache_len) + 1 + i;
+            it.row = p.row0 + i;
+            if (lag && p.n_due > 0 && p.hide_upto >= 0) {
+              const int32_t L = s.policy->lag;
+              it.mask_begin = p.region;
+              it.mask_len = p.n_due * L;
+              it.hide_end = p.region + (hide[p.hide_upto + i] + 1) * L;
+              it.sel_offset = static_cast<int32_t>(p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * L);
+            }
+            std::memcpy(M + o_items + (static_cast<int64_t>(l) * n_decode + di) * item_ints, &it, sizeof it);
+          }
         }
-        ++di;
       }
     }
   }
@@ -268,7 +290,22 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), cfg_.n_kv_heads, sm_count_);
     decode_ws_.reserve(kc::decode_attention_workspace(dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
   }
+  // Every buffer a launch uses is sized before the first launch: a buffer
+  // that grew mid-step would be freed under kernels still queued.
   selected_.reserve(std::max<int64_t>(selected_bytes, 1));
+  {
+    int64_t score_floats = 1, scratch = 1;
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      if (p.n_due == 0) continue;
+      score_floats = std::max<int64_t>(score_floats, static_cast<int64_t>(cfg_.n_kv_heads) * p.n_due * s.policy->lag);
+      scratch = std::max(scratch, kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region,
+                                                               s.lag_cache_len + p.n));
+    }
+    scores_.reserve(score_floats);
+    compact_scratch_.reserve(scratch);
+  }
 
   // --- The decoder stack. ---
   const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
@@ -280,45 +317,55 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get(), T, qkv_dim, d, false);
     kc::qkv_rope_write(qkv_.get(), P.bqkv.size() > 0 ? P.bqkv.get() : nullptr, dmeta + o_pos,
                        inv_freq_.get(), dmeta + o_slots + l * T, kv, T, cfg_.n_heads, st);
-    if (n_decode > 0) {
-      kc::decode_attention(kv, dtables, reinterpret_cast<const kc::DecodeItem*>(dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints),
-                           n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(), q_dim, cfg_.n_heads, scale,
-                           decode_ws_.get(), st);
-    }
+    // 1. Score and select the partitions this step makes due (every KV head):
+    // chunk queries need the selection for their mask.
     for (int32_t si = 0; si < n_seqs; ++si) {
       const SequenceStep& s = batch.seqs[si];
       const SeqPlan& p = plans[si];
+      if (!s.compressed_layer(l) || p.n_due == 0) continue;
+      const kv::LagPolicy& pol = *s.policy;
+      kc::lag_score(kv, dtables + p.lag_table, p.region, p.n_due, pol.lag, pol.score_v_weight,
+                    scores_.get(), st);
+      kc::lag_select(scores_.get(), cfg_.n_kv_heads * p.n_due, pol.lag, pol.keep,
+                     selection(p, l, pol.lag), st);
+    }
+    // 2. Decode tokens and short chunks: one launch for all their rows.
+    if (n_decode > 0) {
+      const auto* items = reinterpret_cast<const kc::DecodeItem*>(
+          dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
+      kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
+                           q_dim, cfg_.n_heads, scale, selected_bytes > 0 ? selected_.get() : nullptr,
+                           decode_ws_.get(), st);
+    }
+    // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      if (p.rows_path) continue;
       const bool lag = s.compressed_layer(l);
       const int32_t due = lag ? p.n_due : 0;
-      if (p.n == 1 && due == 0) continue;
-      const int32_t* table = dtables + (lag ? p.lag_table : p.full_table);
-      const int32_t cache_len = lag ? s.lag_cache_len : s.cache_len;
-      uint8_t* sel = nullptr;
-      const kv::LagPolicy* pol = s.policy;
-      if (due > 0) {  // score and select the due partitions of every KV head
-        sel = selected_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * due * pol->lag;
-        scores_.reserve(static_cast<size_t>(cfg_.n_kv_heads) * due * pol->lag);
-        kc::lag_score(kv, table, p.region, due, pol->lag, pol->score_v_weight, scores_.get(), st);
-        kc::lag_select(scores_.get(), cfg_.n_kv_heads * due, pol->lag, pol->keep, sel, st);
+      kc::PartitionMaskGpu mask;
+      if (due > 0) {
+        mask.begin = p.region;
+        mask.n_partitions = due;
+        mask.lag = s.policy->lag;
+        mask.selected = selection(p, l, s.policy->lag);
+        mask.hide_upto = dmeta + o_hide + p.hide_upto;
       }
-      if (p.n > 1) {
-        kc::PartitionMaskGpu mask;
-        if (due > 0) {
-          mask.begin = p.region;
-          mask.n_partitions = due;
-          mask.lag = pol->lag;
-          mask.selected = sel;
-          mask.hide_upto = dmeta + o_hide + p.hide_upto;
-        }
-        kc::prefill_attention(kv, table, cache_len + 1, qkv_.get() + static_cast<int64_t>(p.row0) * qkv_dim,
-                              qkv_dim, attn_.get() + static_cast<int64_t>(p.row0) * q_dim, p.n,
-                              cfg_.n_heads, scale, due > 0 ? &mask : nullptr, st);
-      }
-      if (due > 0) {  // after attention: the selected entries and the tail move forward
-        const int32_t end = cache_len + p.n;
-        compact_scratch_.reserve(kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region, end));
-        kc::kv_compact(kv, table, sel, p.region, due, pol->lag, end, compact_scratch_.get(), st);
-      }
+      kc::prefill_attention(kv, dtables + (lag ? p.lag_table : p.full_table),
+                            (lag ? s.lag_cache_len : s.cache_len) + 1,
+                            qkv_.get() + static_cast<int64_t>(p.row0) * qkv_dim, qkv_dim,
+                            attn_.get() + static_cast<int64_t>(p.row0) * q_dim, p.n, cfg_.n_heads,
+                            scale, due > 0 ? &mask : nullptr, st);
+    }
+    // 4. After attention, compaction: the selected entries and the tail move forward.
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      if (!s.compressed_layer(l) || p.n_due == 0) continue;
+      const int32_t end = s.lag_cache_len + p.n;
+      kc::kv_compact(kv, dtables + p.lag_table, selection(p, l, s.policy->lag), p.region, p.n_due,
+                     s.policy->lag, end, compact_scratch_.get(), st);
     }
     kc::gemm_bf16_nt(blas_.get(), attn_.get(), P.wo.get(), x_.get(), T, d, q_dim, true);
     kc::rmsnorm(x_.get(), nullptr, P.ffn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
@@ -398,9 +445,9 @@ absl::StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const model::Model& m
         fmt::format("CUDA device {} does not exist ({} present)", options.device, n_devices));
   }
   const model::ModelConfig& c = model.config;
-  if (c.head_dim != 64 && c.head_dim != 128) {
-    return absl::UnimplementedError(
-        fmt::format("the CUDA backend supports head_dim 64 and 128, the model has {}", c.head_dim));
+  if (c.head_dim != 16 && c.head_dim != 32 && c.head_dim != 64 && c.head_dim != 128) {
+    return absl::UnimplementedError(fmt::format(
+        "the CUDA backend supports head_dim 16, 32, 64 and 128, the model has {}", c.head_dim));
   }
   if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 8) {
     return absl::UnimplementedError(fmt::format(

@@ -34,7 +34,8 @@ bool cuda_available();
 // The model must outlive the backend (it is only read at construction: the
 // weights are copied to the GPU). Fails with a clear status without a device,
 // when the weights or the smallest cache do not fit, or on an unsupported
-// shape (head_dim other than 64 or 128, more than 8 query heads per KV head).
+// shape (head_dim other than 16, 32, 64 or 128, more than 8 query heads per KV
+// head).
 absl::StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const model::Model& model,
                                                            const CudaBackendOptions& options);
 

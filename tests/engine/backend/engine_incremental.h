@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <span>
 #include <tuple>
 #include <vector>
@@ -66,14 +67,16 @@ inline ForwardRun engine_forward(backend::Backend& be, const std::vector<int32_t
   return run;
 }
 
-// The same on a CPU backend with a poisoned cache large enough for `ids`.
+// The same on a CPU backend (all cores) with a poisoned cache large enough for `ids`.
 inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
                                  const kv::LagPolicy& P, int chunk, int block_size,
                                  int decode_tail = 0) {
   backend::CpuBackendOptions opt;
+  opt.n_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   opt.block_size = block_size;
+  // Twice the tokens: a policy with skip_layers holds a full and a compressed group.
   opt.kv_cache_bytes = std::max<int64_t>(
-      64 << 20, backend::kv_bytes_per_token(m.config) * (static_cast<int64_t>(ids.size()) + 4 * block_size));
+      64 << 20, 2 * backend::kv_bytes_per_token(m.config) * (static_cast<int64_t>(ids.size()) + 4 * block_size));
   opt.poison_kv = true;
   auto be = backend::make_cpu_backend(m, opt);
   EXPECT_TRUE(be.ok()) << be.status();
