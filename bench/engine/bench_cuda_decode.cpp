@@ -2,7 +2,7 @@
 // with the KV policy off and on, against the HBM roofline; and how many
 // sequences of that length fit the cache under each policy.
 // Run (GPU machine):
-//   build-gpu/bench/bench_cuda_decode --model /tmp/qwen2.5-1.5b-shape --batch 32 \
+//   build-gpu/bench/bench_cuda_decode --model /tmp/qwen2.5-1.5b-shape --batch 32
 //       --context 32768 --policy off --policy sink=16,lag=128,ratio=0.25 [--steps 256]
 // Each sequence is prefilled with random tokens in chunks that end on
 // partition boundaries (DESIGN.md section 2), then all decode together for

@@ -2,10 +2,13 @@
 # Run ON THE GPU MACHINE after build_cuda.sh: the CUDA tests (kernels against
 # their CPU references; the whole model against the CPU backend), then the
 # benchmarks on the Qwen2.5-1.5B shape with their anchors in the same call.
-# The default model travels in two halves (.device-model-a/part and
-# .device-model-b/part, carried by two calls that follow each other within
-# the machine's warm window; see docs/cuda.md) and is put back together
-# and checked here. Logs go to $OUT; a table of figures is printed last.
+# The default model (98 MB) is more than one call may carry (64 MiB): it
+# travels in two halves, .device-model-a/part and .device-model-b/part. A
+# call's carried paths do not outlive it, but /tmp does while the machine
+# stays warm (30 s), so a first call copies half a there:
+#   device run, carry [".device-model-a"]: cp .device-model-a/part /tmp/model-part-a
+# and the next, carrying .device-model-b, runs this script, which joins the
+# halves and checks the SHA-256 (see docs/cuda.md). Logs go to $OUT.
 #   CUDA_RUN=tests|bench|all (default all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,9 +21,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 MODEL_DIR="$HOME/.cache/lagserve/models"
 GGUF="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ ! -f "$GGUF" ] && [ -f .device-model-a/part ] && [ -f .device-model-b/part ]; then
+if [ ! -f "$GGUF" ] && [ -f /tmp/model-part-a ] && [ -f .device-model-b/part ]; then
   mkdir -p "$MODEL_DIR"
-  cat .device-model-a/part .device-model-b/part > "$GGUF"
+  cat /tmp/model-part-a .device-model-b/part > "$GGUF"
   echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $GGUF" | sha256sum -c - || rm -f "$GGUF"
 fi
 
