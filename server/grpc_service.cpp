@@ -132,6 +132,12 @@ grpc::Status LagServeService::stream(Generation& generation, grpc::ServerContext
     runtime::RequestOutput out;
     int32_t choice = 0;
     const Generation::Poll poll = generation.next_for(kPollInterval, &out, &choice);
+    if (generation.timed_out()) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("the request ran longer than the server's limit of ",
+                                       generation.timeout_s(),
+                                       " s (--request-timeout) and was cancelled"));
+    }
     if (poll == Generation::Poll::Done) break;
     if (poll == Generation::Poll::Timeout) continue;
 

@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
   sv->add_option("--max-model-len", srv.core.max_model_len,
                  "Longest prompt + output in tokens (0: the model's context)")
       ->capture_default_str()->envname("LAGSERVE_MAX_MODEL_LEN")->check(CLI::NonNegativeNumber);
+  sv->add_option("--request-timeout", srv.core.request_timeout_s,
+                 "Seconds a request may run before it is cancelled (0: no limit)")
+      ->capture_default_str()->envname("LAGSERVE_REQUEST_TIMEOUT")->check(CLI::NonNegativeNumber);
   sv->add_option("--max-n", srv.core.max_n, "Most choices (n) per request")
       ->capture_default_str()->check(CLI::PositiveNumber);
   sv->add_option("--served-model-name", srv.core.served_model_name,

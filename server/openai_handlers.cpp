@@ -123,6 +123,13 @@ struct ChoiceState {
   int32_t n_output = 0;
 };
 
+// A call that ran past --request-timeout (it has been cancelled).
+ApiError timeout_error(const Generation& gen) {
+  return {504, fmt::format("the request ran longer than the server's limit of {} s "
+                           "(--request-timeout) and was cancelled", gen.timeout_s()),
+          "timeout_error", "", ""};
+}
+
 // Runs a call to its end and returns the response body; nullopt when
 // alive() said the client is gone (asked after every output and timeout).
 std::optional<std::string> run_blocking(const CallContext& c, Generation& gen,
@@ -148,6 +155,7 @@ std::optional<std::string> run_blocking(const CallContext& c, Generation& gen,
       ch.stop_reason = stop_reason_json(c.stop_token_ids, out);
     }
   }
+  if (gen.timed_out()) return error_body(timeout_error(gen));
   json arr = json::array();
   int64_t completion = 0;
   for (size_t k = 0; k < choices.size(); ++k) {
@@ -194,6 +202,11 @@ bool run_stream(const CallContext& c, bool include_usage, Generation& gen, httpl
   int32_t i = 0;
   for (;;) {
     const Generation::Poll poll = gen.next_for(kPoll, &out, &i);
+    if (gen.timed_out()) {  // an error event, then the stream ends without [DONE]
+      const std::string event = "data: " + error_body(timeout_error(gen)) + "\n\n";
+      sink.write(event.data(), event.size());
+      return false;
+    }
     if (poll == Generation::Poll::Done) break;
     if (poll == Generation::Poll::Timeout) {
       if (!sink.is_writable()) return false;
@@ -304,7 +317,7 @@ void handle_completion(ServingCore& core, const httplib::Request& req, httplib::
     // leaves is noticed: past kHeartbeat of waiting, a space (JSON allows
     // leading whitespace) is written every kHeartbeat, and a failed write
     // cancels the call. The status is 200 from then on, so an engine failure
-    // mid-call comes back as a 200 with an error body.
+    // or --request-timeout mid-call comes back as a 200 with an error body.
     res.set_chunked_content_provider("application/json", [ctx, owned](size_t, httplib::DataSink& sink) {
       auto last = std::chrono::steady_clock::now();
       auto alive = [&] {

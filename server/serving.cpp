@@ -56,6 +56,10 @@ int32_t Generation::n_prompt_total() const {
 
 Generation::Poll Generation::next_for(std::chrono::milliseconds timeout,
                                       runtime::RequestOutput* out, int32_t* choice) {
+  if (timeout_s_ > 0 && !timed_out_ && seconds_between(start_, Clock::now()) > timeout_s_) {
+    timed_out_ = true;
+    cancel();
+  }
   const Poll poll = stream_->next_for(timeout, out);
   if (poll != Poll::Output) return poll;
   // Request ids are <call id>-<choice>.
@@ -265,6 +269,7 @@ absl::StatusOr<std::unique_ptr<Generation>> ServingCore::generate(GenerateCall c
   }
   gen->n_prompts_ = call.prompts.size();
   gen->start_ = Clock::now();
+  gen->timeout_s_ = options_.request_timeout_s;
   LAGSERVE_ASSIGN_OR_RETURN(gen->stream_, engine_->submit_group(std::move(requests)));
   const size_t n = gen->request_ids_.size();
   gen->metrics_ = metrics_.get();

@@ -37,6 +37,7 @@ struct ServeOptions {
   int32_t max_model_len = 0;                 // 0 => the model's context
   int32_t max_queued_requests = 256;         // requests waiting for the engine; more => 429
   int32_t max_n = 16;                        // most choices per call
+  double request_timeout_s = 600;            // a call running longer is cancelled; 0 => no limit
   std::optional<std::string> chat_template;  // "chatml" | "llama3" when not recognised
 };
 
@@ -90,6 +91,10 @@ class Generation {
   Poll next_for(std::chrono::milliseconds timeout, runtime::RequestOutput* out, int32_t* choice);
   // Aborts the choices still running (each ends with FinishReason::Abort).
   void cancel();
+  // True once the call ran past --request-timeout: next_for cancelled it, and
+  // its remaining choices end with FinishReason::Abort.
+  bool timed_out() const { return timed_out_; }
+  double timeout_s() const { return timeout_s_; }
 
  private:
   friend class ServingCore;
@@ -104,6 +109,8 @@ class Generation {
   ServerMetrics* metrics_ = nullptr;
   std::atomic<int64_t>* live_ = nullptr;
   std::chrono::steady_clock::time_point start_;
+  double timeout_s_ = 0;  // 0: none
+  bool timed_out_ = false;
   std::vector<std::chrono::steady_clock::time_point> last_token_;  // per choice
   std::vector<bool> first_seen_, finished_;
   int32_t n_open_ = 0;
