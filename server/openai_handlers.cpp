@@ -202,10 +202,9 @@ bool run_stream(const CallContext& c, bool include_usage, Generation& gen, httpl
   int32_t i = 0;
   for (;;) {
     const Generation::Poll poll = gen.next_for(kPoll, &out, &i);
-    if (gen.timed_out()) {  // an error event, then the stream ends without [DONE]
+    if (gen.timed_out()) {  // an error event, then the stream ends (cleanly, without [DONE])
       const std::string event = "data: " + error_body(timeout_error(gen)) + "\n\n";
-      sink.write(event.data(), event.size());
-      return false;
+      return sink.write(event.data(), event.size());
     }
     if (poll == Generation::Poll::Done) break;
     if (poll == Generation::Poll::Timeout) {

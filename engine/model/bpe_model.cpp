@@ -119,6 +119,18 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::create(
     model->byte_ids_[b] = producible(byte_to_mapped_utf8(static_cast<uint8_t>(b))).value_or(-1);
   }
 
+  // Without merges BPE can only output single characters: a vocabulary with
+  // longer tokens has lost its merges (unless whole words are looked up).
+  if (merges.empty() && !options.ignore_merges) {
+    for (size_t id = 0; id < tokens.size(); ++id) {
+      if (bpe_may_produce[id] && !tokens[id].empty() && utf8_step(tokens[id]).n_bytes < tokens[id].size()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "BPE tokenizer has no merges but its vocabulary has multi-character tokens "
+            "(first: id {}, '{}'): the merges are missing",
+            id, tokens[id]));
+      }
+    }
+  }
   model->merges_ = std::make_unique<MergeTable>(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];

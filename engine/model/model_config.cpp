@@ -1,7 +1,9 @@
 // Reading ModelConfig from GGUF metadata and Hugging Face config.json.
 #include "engine/model/model_config.h"
 
+#include <cfloat>
 #include <cmath>
+#include <cstdint>
 #include <numbers>
 
 #include <fmt/format.h>
@@ -22,13 +24,26 @@ absl::StatusOr<Arch> arch_from_name(const std::string& name, const std::string& 
       "{}: unknown architecture '{}' (supported: llama, mistral, qwen2)", origin, name));
 }
 
+// A size as the file gives it (int64) narrowed to int32, or an error naming
+// the key: a plain cast would wrap 2^32 + 2 layers to 2.
+absl::StatusOr<int32_t> to_i32(int64_t v, std::string_view key, const std::string& origin) {
+  if (v < INT32_MIN || v > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: bad model config: {} = {} is out of range", origin, key, v));
+  }
+  return static_cast<int32_t>(v);
+}
+
+// A double as float. Values beyond float's range become NaN, which
+// config_validate refuses (casting them would be undefined behaviour).
+float to_f32(double v) { return std::fabs(v) > FLT_MAX ? NAN : static_cast<float>(v); }
+
 }  // namespace
 
 std::vector<float> rope_inv_freq_base(float theta, int32_t head_dim) {
   std::vector<float> inv(head_dim / 2);
   for (int32_t i = 0; i < head_dim / 2; ++i) {
-    inv[i] = static_cast<float>(1.0 / std::pow(static_cast<double>(theta),
-                                               2.0 * i / head_dim));
+    inv[i] = to_f32(1.0 / std::pow(static_cast<double>(theta), 2.0 * i / head_dim));
   }
   return inv;
 }
@@ -42,12 +57,12 @@ void rope_apply_llama3(std::vector<float>& inv_freq, float factor,
     const double wavelen = 2.0 * std::numbers::pi / f;
     if (wavelen < high_wavelen) continue;
     if (wavelen > low_wavelen) {
-      f = static_cast<float>(f / factor);
+      f = to_f32(f / factor);
       continue;
     }
     const double smooth = (original_max_positions / wavelen - low_freq_factor) /
                           (high_freq_factor - low_freq_factor);
-    f = static_cast<float>((1.0 - smooth) * f / factor + smooth * f);
+    f = to_f32((1.0 - smooth) * f / factor + smooth * f);
   }
 }
 
@@ -62,6 +77,9 @@ absl::Status config_validate(const ModelConfig& c, const std::string& origin) {
                            c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff,
                            c.vocab_size, c.head_dim));
   }
+  if (int64_t{c.n_heads} * c.head_dim > INT32_MAX || int64_t{c.n_kv_heads} * c.head_dim > INT32_MAX) {
+    return bad(fmt::format("{} heads x head_dim {} is too large", c.n_heads, c.head_dim));
+  }
   if (c.n_heads % c.n_kv_heads != 0) {
     return bad(fmt::format("{} heads is not a multiple of {} kv heads", c.n_heads, c.n_kv_heads));
   }
@@ -69,7 +87,17 @@ absl::Status config_validate(const ModelConfig& c, const std::string& origin) {
   if (static_cast<int32_t>(c.rope_inv_freq.size()) != c.head_dim / 2) {
     return bad("RoPE table size does not match head_dim");
   }
-  if (!(c.rms_eps > 0) || !(c.rope_theta > 0)) return bad("rms_eps and rope_theta must be > 0");
+  if (!(c.rms_eps > 0) || !(c.rope_theta > 0) || !std::isfinite(c.rms_eps) ||
+      !std::isfinite(c.rope_theta)) {
+    return bad(fmt::format("rms_eps ({}) and rope_theta ({}) must be finite and > 0", c.rms_eps,
+                           c.rope_theta));
+  }
+  for (float f : c.rope_inv_freq) {
+    if (!(f > 0) || !std::isfinite(f)) {
+      return bad(fmt::format("RoPE frequency {} is not a finite positive number (check the "
+                             "RoPE scaling parameters)", f));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -84,22 +112,29 @@ absl::StatusOr<ModelConfig> config_from_gguf(const GgufFile& gguf) {
   LAGSERVE_ASSIGN_OR_RETURN(int64_t d_model, get_int("embedding_length"));
   LAGSERVE_ASSIGN_OR_RETURN(int64_t d_ff, get_int("feed_forward_length"));
   LAGSERVE_ASSIGN_OR_RETURN(int64_t n_heads, get_int("attention.head_count"));
-  c.n_layers = static_cast<int32_t>(n_layers);
-  c.d_model = static_cast<int32_t>(d_model);
-  c.d_ff = static_cast<int32_t>(d_ff);
-  c.n_heads = static_cast<int32_t>(n_heads);
-  c.n_kv_heads = static_cast<int32_t>(get_int("attention.head_count_kv").value_or(n_heads));
-  c.head_dim = n_heads > 0 ? static_cast<int32_t>(d_model / n_heads) : 0;
-  if (auto kl = get_int("attention.key_length"); kl.ok()) c.head_dim = static_cast<int32_t>(*kl);
-  c.max_positions = static_cast<int32_t>(get_int("context_length").value_or(4096));
-  c.rms_eps = static_cast<float>(
-      gguf.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
-  c.rope_theta = static_cast<float>(gguf.get_float(p + "rope.freq_base").value_or(10000.0));
+  auto narrow = [&](int64_t v, const char* key) { return to_i32(v, p + key, origin); };
+  LAGSERVE_ASSIGN_OR_RETURN(c.n_layers, narrow(n_layers, "block_count"));
+  LAGSERVE_ASSIGN_OR_RETURN(c.d_model, narrow(d_model, "embedding_length"));
+  LAGSERVE_ASSIGN_OR_RETURN(c.d_ff, narrow(d_ff, "feed_forward_length"));
+  LAGSERVE_ASSIGN_OR_RETURN(c.n_heads, narrow(n_heads, "attention.head_count"));
+  LAGSERVE_ASSIGN_OR_RETURN(
+      c.n_kv_heads,
+      narrow(get_int("attention.head_count_kv").value_or(n_heads), "attention.head_count_kv"));
+  c.head_dim = c.n_heads > 0 ? c.d_model / c.n_heads : 0;
+  if (auto kl = get_int("attention.key_length"); kl.ok()) {
+    LAGSERVE_ASSIGN_OR_RETURN(c.head_dim, narrow(*kl, "attention.key_length"));
+  }
+  LAGSERVE_ASSIGN_OR_RETURN(c.max_positions,
+                            narrow(get_int("context_length").value_or(4096), "context_length"));
+  c.rms_eps = to_f32(gguf.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rope_theta = to_f32(gguf.get_float(p + "rope.freq_base").value_or(10000.0));
   if (auto v = get_int("vocab_size"); v.ok()) {
-    c.vocab_size = static_cast<int32_t>(*v);
+    LAGSERVE_ASSIGN_OR_RETURN(c.vocab_size, narrow(*v, "vocab_size"));
   } else if (const GgufValue* tokens = gguf.find("tokenizer.ggml.tokens");
              tokens && tokens->as_array()) {
-    c.vocab_size = static_cast<int32_t>(tokens->as_array()->values.size());
+    LAGSERVE_ASSIGN_OR_RETURN(
+        c.vocab_size, to_i32(static_cast<int64_t>(tokens->as_array()->values.size()),
+                             "tokenizer.ggml.tokens (length)", origin));
   }
   c.qkv_bias = architecture_spec(c.arch).qkv_bias;
   c.tied_embeddings = gguf.find_tensor("output.weight") == nullptr;
@@ -114,7 +149,7 @@ absl::StatusOr<ModelConfig> config_from_gguf(const GgufFile& gguf) {
   if (auto type = gguf.get_string(p + "rope.scaling.type"); type.ok() && *type != "none") {
     const double factor = gguf.get_float(p + "rope.scaling.factor").value_or(1.0);
     if (*type == "linear") {
-      for (float& f : c.rope_inv_freq) f = static_cast<float>(f / factor);
+      for (float& f : c.rope_inv_freq) f = to_f32(f / factor);
     } else {
       return absl::InvalidArgumentError(
           fmt::format("{}: RoPE scaling '{}' is not supported", origin, *type));
@@ -150,16 +185,18 @@ absl::StatusOr<ModelConfig> config_from_hf_json(const std::string& json_text,
     return absl::InvalidArgumentError(
         fmt::format("{}: Mistral with a sliding window is not supported", origin));
   }
-  c.n_layers = static_cast<int32_t>(get_i("num_hidden_layers", 0));
-  c.d_model = static_cast<int32_t>(get_i("hidden_size", 0));
-  c.d_ff = static_cast<int32_t>(get_i("intermediate_size", 0));
-  c.n_heads = static_cast<int32_t>(get_i("num_attention_heads", 0));
-  c.n_kv_heads = static_cast<int32_t>(get_i("num_key_value_heads", c.n_heads));
-  c.head_dim = static_cast<int32_t>(get_i("head_dim", c.n_heads > 0 ? c.d_model / c.n_heads : 0));
-  c.vocab_size = static_cast<int32_t>(get_i("vocab_size", 0));
-  c.max_positions = static_cast<int32_t>(get_i("max_position_embeddings", 4096));
-  c.rms_eps = static_cast<float>(get_f(j, "rms_norm_eps", 1e-6));
-  c.rope_theta = static_cast<float>(get_f(j, "rope_theta", 10000.0));
+  auto narrow = [&](const char* key, int64_t def) { return to_i32(get_i(key, def), key, origin); };
+  LAGSERVE_ASSIGN_OR_RETURN(c.n_layers, narrow("num_hidden_layers", 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.d_model, narrow("hidden_size", 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.d_ff, narrow("intermediate_size", 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.n_heads, narrow("num_attention_heads", 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.n_kv_heads, narrow("num_key_value_heads", c.n_heads));
+  LAGSERVE_ASSIGN_OR_RETURN(c.head_dim,
+                            narrow("head_dim", c.n_heads > 0 ? c.d_model / c.n_heads : 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.vocab_size, narrow("vocab_size", 0));
+  LAGSERVE_ASSIGN_OR_RETURN(c.max_positions, narrow("max_position_embeddings", 4096));
+  c.rms_eps = to_f32(get_f(j, "rms_norm_eps", 1e-6));
+  c.rope_theta = to_f32(get_f(j, "rope_theta", 10000.0));
   c.qkv_bias = architecture_spec(c.arch).qkv_bias;
   auto tie = j.find("tie_word_embeddings");
   c.tied_embeddings = tie != j.end() && tie->is_boolean() ? tie->get<bool>() : false;
@@ -172,20 +209,28 @@ absl::StatusOr<ModelConfig> config_from_hf_json(const std::string& json_text,
   if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
     scaling = &*it;
     if (it->contains("rope_theta")) {
-      c.rope_theta = static_cast<float>(get_f(*it, "rope_theta", c.rope_theta));
-      c.rope_inv_freq = rope_inv_freq_base(c.rope_theta, c.head_dim);
+      c.rope_theta = to_f32(get_f(*it, "rope_theta", c.rope_theta));
+      if (c.head_dim > 0 && c.head_dim % 2 == 0) {
+        c.rope_inv_freq = rope_inv_freq_base(c.rope_theta, c.head_dim);
+      }
     }
   }
   if (scaling) {
-    std::string type = scaling->value("rope_type", scaling->value("type", std::string("default")));
+    // json::value would throw on a non-string type; such a type is unknown.
+    auto get_s = [&](const char* key, const std::string& def) -> std::string {
+      auto it = scaling->find(key);
+      if (it == scaling->end()) return def;
+      return it->is_string() ? it->get<std::string>() : it->dump();
+    };
+    std::string type = get_s("rope_type", get_s("type", "default"));
     const double factor = get_f(*scaling, "factor", 1.0);
     if (type == "llama3") {
-      rope_apply_llama3(c.rope_inv_freq, static_cast<float>(factor),
-                        static_cast<float>(get_f(*scaling, "low_freq_factor", 1.0)),
-                        static_cast<float>(get_f(*scaling, "high_freq_factor", 4.0)),
-                        static_cast<float>(get_f(*scaling, "original_max_position_embeddings", 8192)));
+      rope_apply_llama3(c.rope_inv_freq, to_f32(factor),
+                        to_f32(get_f(*scaling, "low_freq_factor", 1.0)),
+                        to_f32(get_f(*scaling, "high_freq_factor", 4.0)),
+                        to_f32(get_f(*scaling, "original_max_position_embeddings", 8192)));
     } else if (type == "linear") {
-      for (float& f : c.rope_inv_freq) f = static_cast<float>(f / factor);
+      for (float& f : c.rope_inv_freq) f = to_f32(f / factor);
     } else if (type != "default") {
       return absl::InvalidArgumentError(
           fmt::format("{}: RoPE scaling '{}' is not supported", origin, type));

@@ -2,6 +2,10 @@
 // ModelWeights, checking every tensor's presence and shape.
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +71,30 @@ class WeightReader {
   absl::Status missing(const std::string& name) const {
     return absl::InvalidArgumentError(fmt::format("{}: missing tensor '{}'", origin(), name));
   }
+  // NaN or infinite weights are refused at load, naming the tensor and the
+  // first bad element (llama.cpp's --check-tensors, always on here: the scan
+  // costs little next to reading and dequantizing; see docs/reliability.md).
+  absl::Status check_finite(const std::string& name, const std::vector<float>& w) const {
+    constexpr size_t kChunk = 4096;
+    for (size_t begin = 0; begin < w.size(); begin += kChunk) {
+      const size_t end = std::min(w.size(), begin + kChunk);
+      // Branch-free over the chunk so that it vectorizes: NaN and infinity
+      // are the floats whose exponent bits are all ones.
+      uint32_t bad = 0;
+      for (size_t i = begin; i < end; ++i) {
+        bad |= (~std::bit_cast<uint32_t>(w[i]) & 0x7f800000u) == 0;
+      }
+      if (bad == 0) continue;
+      for (size_t i = begin; i < end; ++i) {
+        if (!std::isfinite(w[i])) {
+          return absl::InvalidArgumentError(fmt::format(
+              "{}: tensor '{}' has {} at element {} (of {}): the weights are corrupt", origin(),
+              name, std::isnan(w[i]) ? "a NaN" : "an infinity", i, w.size()));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
 };
 
 class GgufReader final : public WeightReader {
@@ -86,7 +114,7 @@ class GgufReader final : public WeightReader {
     if (got != shape) return shape_error(name, got, shape);
     dst.resize(t->n_elements());
     ggml_dequantize(t->type, t->data, dst.data(), t->n_elements());
-    return absl::OkStatus();
+    return check_finite(name, dst);
   }
 
  private:
@@ -110,7 +138,7 @@ class SafetensorsReader final : public WeightReader {
     if (t->shape != shape) return shape_error(name, t->shape, shape);
     dst.resize(t->n_elements());
     st_to_f32(*t, dst.data());
-    return absl::OkStatus();
+    return check_finite(name, dst);
   }
 
  private:
@@ -145,10 +173,11 @@ absl::Status load_weights(const WeightReader& r, const ModelConfig& c, bool qk_p
   LAGSERVE_RETURN_IF_ERROR(r.read(r.embd_name(), {V, d}, w.tok_embd));
   LAGSERVE_RETURN_IF_ERROR(r.read(r.norm_name(), {d}, w.out_norm));
   if (!c.tied_embeddings) LAGSERVE_RETURN_IF_ERROR(r.read(r.output_name(), {V, d}, w.output));
-  w.layers.resize(c.n_layers);
   std::vector<float> a, b, bias;
+  // NOTE: layers are added as their tensors are read, never all at once: a
+  // corrupt layer count fails at the first missing layer without allocating.
   for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights& L = w.layers[l];
+    LayerWeights& L = w.layers.emplace_back();
     auto rd = [&](Slot s, std::vector<int64_t> shape, std::vector<float>& dst) {
       return r.read(r.name(s, l), shape, dst);
     };

@@ -225,7 +225,11 @@ absl::Status SafetensorsModel::add_file(const std::string& path) {
   const uint64_t data_bytes = file_bytes - 8 - header_bytes;
   std::vector<StTensor> added;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) per added tensor
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    // NOTE: not a structured binding: clang before 16 (the fuzz build) cannot
+    // capture one in the lambda below.
+    const std::string& name = item.key();
+    const json& entry = item.value();
     if (name == "__metadata__") continue;
     auto fail = [&](std::string_view what) {
       return invalid(path, fmt::format("tensor '{}': {}", name, what));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -16,16 +17,18 @@ namespace lagserve::fuzz {
 
 // A directory of this process, made once (tmpfs when there is one).
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // NOTE: never destroyed, so that the atexit handler below can still use it.
+  static const std::string* dir = [] {
     std::string tmpl = (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     tmpl += "/lagserve_fuzz_XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) {
       std::perror("mkdtemp");
       std::abort();
     }
-    return tmpl;
+    std::atexit([] { std::filesystem::remove_all(scratch_dir()); });
+    return new std::string(tmpl);
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes bytes to scratch_dir()/name, replacing it; returns the path.

@@ -2,7 +2,9 @@
 // and exit status 1 (never a crash); generate streams the same greedy text as
 // transformers on the default model; tokenize prints Hugging Face's ids.
 #include <array>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -92,6 +94,29 @@ TEST_F(Cli, BrokenGgufFilesAreOneErrorLine) {
     SCOPED_TRACE(needle);
     const auto p = write("bad.gguf", bytes);
     expect_one_error_line(run("generate --model " + p.string() + " --max-tokens 2"), needle);
+  }
+}
+
+// Kinds of tests/engine/model/corrupt_model_test.cpp through the binary: an
+// empty file, an absurd tensor count (2^60, never allocated), a NaN weight.
+TEST_F(Cli, CorruptModelFilesAreOneErrorLine) {
+  std::string nan_weight = slurp(kSource / "tests/golden/models/tiny-llama.gguf");
+  // blk.0.attn_norm.weight (F32) starts 82208 bytes into the data section,
+  // which starts at byte 7104 (after the tensor directory, 32-aligned).
+  const uint32_t nan_bits = 0x7fc00000;
+  std::memcpy(nan_weight.data() + 7104 + 82208 + 4 * 5, &nan_bits, 4);
+  std::string huge_count = slurp(kSource / "tests/golden/models/tiny-llama.gguf");
+  const uint64_t count = uint64_t{1} << 60;
+  std::memcpy(huge_count.data() + 8, &count, 8);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "empty file"},
+      {huge_count, "header claims 1152921504606846976 tensors"},
+      {nan_weight, "tensor 'blk.0.attn_norm.weight' has a NaN at element 5"},
+  };
+  for (const auto& [bytes, needle] : cases) {
+    SCOPED_TRACE(needle);
+    const auto p = write("corrupt.gguf", bytes);
+    expect_one_error_line(run("generate -m " + p.string() + " --max-tokens 2"), needle);
   }
 }
 
