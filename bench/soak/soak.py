@@ -180,7 +180,7 @@ def main():
         policy = r.choice(POLICIES)
         body = {"prompt": prompt, "max_tokens": r.randint(8, 96), "temperature": r.choice([0, 0.8]),
                 "seed": r.randint(0, 1000)}
-        if policy is not None:
+        if policy is not None and kind not in ("malformed", "sample"):
             body["lagkv"] = policy
             record("lagkv")
         if kind == "blocking":

@@ -240,7 +240,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
 
 absl::Status GgufFile::parse() {
   Reader r(path_, map_, map_bytes_);
-  if (map_bytes_ == 0) return r.error("empty file (0 bytes): not a GGUF model");
+  if (map_bytes_ == 0) return r.error("truncated: empty file (0 bytes), not a GGUF model");
 
   // Header.
   r.set_context("header");

@@ -34,6 +34,13 @@ absl::StatusOr<int32_t> to_i32(int64_t v, std::string_view key, const std::strin
   return static_cast<int32_t>(v);
 }
 
+// Larger heads are surely a corrupt file (the largest in use are 256 wide);
+// the RoPE table is built only below this, before config_validate refuses it.
+constexpr int32_t kMaxHeadDim = 4096;
+bool rope_table_possible(int32_t head_dim) {
+  return head_dim > 0 && head_dim <= kMaxHeadDim && head_dim % 2 == 0;
+}
+
 // A double as float. Values beyond float's range become NaN, which
 // config_validate refuses (casting them would be undefined behaviour).
 float to_f32(double v) { return std::fabs(v) > FLT_MAX ? NAN : static_cast<float>(v); }
@@ -84,6 +91,9 @@ absl::Status config_validate(const ModelConfig& c, const std::string& origin) {
     return bad(fmt::format("{} heads is not a multiple of {} kv heads", c.n_heads, c.n_kv_heads));
   }
   if (c.head_dim % 2 != 0) return bad(fmt::format("odd head_dim {}", c.head_dim));
+  if (c.head_dim > kMaxHeadDim) {
+    return bad(fmt::format("head_dim {} is larger than {}", c.head_dim, kMaxHeadDim));
+  }
   if (static_cast<int32_t>(c.rope_inv_freq.size()) != c.head_dim / 2) {
     return bad("RoPE table size does not match head_dim");
   }
@@ -138,7 +148,7 @@ absl::StatusOr<ModelConfig> config_from_gguf(const GgufFile& gguf) {
   }
   c.qkv_bias = architecture_spec(c.arch).qkv_bias;
   c.tied_embeddings = gguf.find_tensor("output.weight") == nullptr;
-  if (c.head_dim > 0 && c.head_dim % 2 == 0) {
+  if (rope_table_possible(c.head_dim)) {
     c.rope_inv_freq = rope_inv_freq_base(c.rope_theta, c.head_dim);
   }
   if (auto dim = get_int("rope.dimension_count"); dim.ok() && *dim != c.head_dim) {
@@ -200,7 +210,7 @@ absl::StatusOr<ModelConfig> config_from_hf_json(const std::string& json_text,
   c.qkv_bias = architecture_spec(c.arch).qkv_bias;
   auto tie = j.find("tie_word_embeddings");
   c.tied_embeddings = tie != j.end() && tie->is_boolean() ? tie->get<bool>() : false;
-  if (c.head_dim > 0 && c.head_dim % 2 == 0) {
+  if (rope_table_possible(c.head_dim)) {
     c.rope_inv_freq = rope_inv_freq_base(c.rope_theta, c.head_dim);
   }
   // Newer transformers nest theta and scaling under rope_parameters.
@@ -210,7 +220,7 @@ absl::StatusOr<ModelConfig> config_from_hf_json(const std::string& json_text,
     scaling = &*it;
     if (it->contains("rope_theta")) {
       c.rope_theta = to_f32(get_f(*it, "rope_theta", c.rope_theta));
-      if (c.head_dim > 0 && c.head_dim % 2 == 0) {
+      if (rope_table_possible(c.head_dim)) {
         c.rope_inv_freq = rope_inv_freq_base(c.rope_theta, c.head_dim);
       }
     }

@@ -231,6 +231,8 @@ absl::StatusOr<std::unique_ptr<Model>> load_gguf(const std::string& path, const 
     LAGSERVE_RETURN_IF_ERROR(
         r.read("rope_freqs.weight", {m->config.head_dim / 2}, factors));
     for (size_t i = 0; i < factors.size(); ++i) m->config.rope_inv_freq[i] /= factors[i];
+    // A zero or negative factor leaves a frequency that is not usable.
+    LAGSERVE_RETURN_IF_ERROR(config_validate(m->config, path));
   }
   LAGSERVE_ASSIGN_OR_RETURN(m->tokenizer, Tokenizer::from_gguf(*f));
   if (m->tokenizer->vocab_size() != m->config.vocab_size) {

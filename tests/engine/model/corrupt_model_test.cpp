@@ -3,6 +3,7 @@
 // message that names the problem; never a crash, never a huge allocation.
 // The kinds and their messages are listed in docs/reliability.md.
 #include "engine/model/model.h"
+#include "engine/model/model_config.h"
 
 #include <cmath>
 #include <cstdint>
@@ -182,10 +183,12 @@ TEST_F(CorruptModel, GgufTruncatedAtEverySectionBoundary) {
       {4, "truncated: header version needs 4 bytes at byte 4"},
       {12, "truncated: header tensor count"},
       {l.metadata_begin, "header claims 18 metadata entries but only 0 bytes follow"},
-      {l.metadata_begin + 100, "truncated: metadata entry"},
+      {l.metadata_begin + 100, "header claims 18 metadata entries but only 100 bytes follow"},
+      {l.metadata_begin + 1000, "truncated: metadata entry 13 ('tokenizer.ggml.tokens')"},
       {l.directory_begin - 1, "truncated: metadata entry 17 ('tokenizer.ggml.add_bos_token')"},
       {l.directory_begin, "header claims 22 tensors but only 0 bytes follow the metadata"},
-      {l.directory_begin + 30, "truncated: tensor directory entry 0 ('rope_freqs.weight')"},
+      {l.directory_begin + 30, "header claims 22 tensors but only 30 bytes follow the metadata"},
+      {l.directory_begin + 600, "truncated: tensor directory entry"},
       {l.directory_end - 4, "truncated: tensor directory entry 21 ('blk.1.ffn_down.weight')"},
       {l.directory_end, "truncated: tensor 'rope_freqs.weight' data"},
       {l.data_begin, "truncated: tensor 'rope_freqs.weight' data"},
@@ -255,6 +258,9 @@ TEST_F(CorruptModel, AbsurdModelSizes) {
   cfg["head_dim"] = 1 << 30;
   write_file(hf / "config.json", cfg.dump());
   EXPECT_HAS(error_of(hf), "4 heads x head_dim 1073741824 is too large");
+  cfg["head_dim"] = 8192;
+  write_file(hf / "config.json", cfg.dump());
+  EXPECT_HAS(error_of(hf), "head_dim 8192 is larger than 4096");
 }
 
 TEST_F(CorruptModel, OffsetPastTheEnd) {
@@ -317,6 +323,10 @@ TEST_F(CorruptModel, NanAndInfiniteWeights) {
   put<uint16_t>(b, l.data_begin + l.tensors.at("blk.0.attn_q.weight").data_offset + 2 * 7,
                 0x7c00);  // fp16 +inf
   EXPECT_HAS(gguf_error(b), "tensor 'blk.0.attn_q.weight' has an infinity at element 7");
+  // A RoPE factor of 0 (rope_freqs.weight is F32): finite, but it divides.
+  b = gguf_;
+  put<float>(b, l.data_begin + l.tensors.at("rope_freqs.weight").data_offset + 4 * 2, 0.f);
+  EXPECT_HAS(gguf_error(b), "RoPE frequency inf is not a finite positive number");
   const fs::path hf = hf_copy("tiny-llama");
   edit_safetensors(
       hf / "model.safetensors", [](json&) {},
@@ -363,12 +373,35 @@ TEST_F(CorruptModel, VocabularyMismatch) {
   EXPECT_HAS(gguf_error(b), "tokenizer has 320 tokens but the model's vocabulary is 321");
   const fs::path hf = hf_copy("tiny-qwen2");
   json cfg = json::parse(read_file(hf / "config.json"));
-  cfg["vocab_size"] = 300;  // fewer than the tokenizer's tokens
+  cfg["vocab_size"] = 200;  // fewer than the tokenizer's 300 tokens
   write_file(hf / "config.json", cfg.dump());
-  EXPECT_HAS(error_of(hf), "tokenizer has 320 tokens but the model's vocabulary is 300");
+  EXPECT_HAS(error_of(hf), "tokenizer has 300 tokens but the model's vocabulary is 200");
   cfg["vocab_size"] = 400;  // more than the embedding's rows
   write_file(hf / "config.json", cfg.dump());
   EXPECT_HAS(error_of(hf), "tensor 'model.embed_tokens.weight' has shape [320, 64], expected [400, 64]");
+}
+
+// config.json values that used to escape as exceptions (a non-string RoPE
+// type; a negative head_dim beside rope_parameters) or be taken silently
+// (a layer count that wrapped through int32; an epsilon past float's range).
+TEST_F(CorruptModel, ConfigJsonOutOfRange) {
+  const std::string base =
+      R"({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, )"
+      R"("intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2, )"
+      R"("vocab_size": 320, )";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("rope_scaling": {"rope_type": 5}})", "RoPE scaling '5' is not supported"},
+      {R"("head_dim": -2, "rope_parameters": {"rope_theta": 10000}})", "non-positive size"},
+      {R"("num_hidden_layers": 4294967298})", "num_hidden_layers = 4294967298 is out of range"},
+      {R"("rms_norm_eps": 1e300})", "rms_eps (nan) and rope_theta (10000) must be finite and > 0"},
+      {R"("rope_scaling": {"type": "linear", "factor": 1e-300}})",
+       "RoPE frequency nan is not a finite positive number"},
+  };
+  for (const auto& [tail, words] : cases) {
+    auto c = config_from_hf_json(base + tail, "config.json");
+    ASSERT_FALSE(c.ok()) << tail;
+    EXPECT_HAS(std::string(c.status().message()), words);
+  }
 }
 
 TEST_F(CorruptModel, ShardListedButMissing) {
