@@ -44,8 +44,10 @@ def long_body(**kw):
 
 
 def test_request_timeout_cancels_blocking_and_streamed_calls(start):
-    srv = start("--request-timeout", "1")
-    # 3000 tokens take minutes here; the client would give up after 120 s.
+    # 5 s: far less than the long calls take, far more than a 1-token call
+    # needs even on a loaded machine.
+    srv = start("--request-timeout", "5")
+    # 3000 tokens take far longer than 5 s here; the client gives up after 120 s.
     status, got = srv.request("POST", COMPLETIONS, long_body(), timeout=120)
     # The status line went out before the timeout (keep-alive whitespace), so
     # the error is in the body, as for any failure mid-call.
@@ -63,7 +65,7 @@ def test_request_timeout_cancels_blocking_and_streamed_calls(start):
     assert "data: [DONE]" not in events
     # Nothing keeps running, and short requests still work.
     assert srv.wait_metric("lagserve:num_requests_running", lambda v: v == 0) == 0
-    status, got = srv.request("POST", COMPLETIONS, {"prompt": "Hi", "max_tokens": 4})
+    status, got = srv.request("POST", COMPLETIONS, {"prompt": "Hi", "max_tokens": 1})
     assert status == 200 and got["choices"][0]["text"], got
 
 
