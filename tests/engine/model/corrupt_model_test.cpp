@@ -4,6 +4,7 @@
 // The kinds and their messages are listed in docs/reliability.md.
 #include "engine/model/model.h"
 #include "engine/model/model_config.h"
+#include "tests/common/file_io.h"
 
 #include <cmath>
 #include <cstdint>
@@ -22,21 +23,12 @@
 namespace lagserve::model {
 namespace {
 
+using testing_util::read_file;
+using testing_util::write_file;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 const fs::path kModels = fs::path(LAGSERVE_SOURCE_DIR) / "tests/golden/models";
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
 
 template <typename T>
 T get(const std::string& b, size_t at) {

@@ -10,19 +10,15 @@
 
 #include "engine/model/model.h"
 #include "engine/model/model_config.h"
+#include "tests/common/file_io.h"
 
 namespace lagserve::model {
 namespace {
 
+using testing_util::read_file;
+
 namespace fs = std::filesystem;
 const fs::path kRegressions = fs::path(LAGSERVE_SOURCE_DIR) / "tests/fuzz/regressions";
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // gguf_fuzz: load_model on the file as it is.
 std::string gguf_error(const char* name) {

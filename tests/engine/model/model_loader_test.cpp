@@ -3,6 +3,7 @@
 // naming the problem, never a crash. The broken models are made here from the
 // committed tiny models (tests/golden/make_logits_golden.py).
 #include "engine/model/model.h"
+#include "tests/common/file_io.h"
 
 #include <filesystem>
 #include <fstream>
@@ -14,20 +15,11 @@
 namespace lagserve::model {
 namespace {
 
+using testing_util::read_file;
+using testing_util::write_file;
+
 namespace fs = std::filesystem;
 const fs::path kModels = fs::path(LAGSERVE_SOURCE_DIR) / "tests/golden/models";
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
-}
 
 void replace_once(std::string& s, const std::string& from, const std::string& to) {
   const size_t at = s.find(from);

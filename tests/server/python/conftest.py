@@ -125,3 +125,22 @@ def server():
     yield s
     code = s.stop()
     assert code == 0, s.log_text()
+
+
+@pytest.fixture
+def short_lived():
+    """Starts servers with extra flags (and no drain wait); stops them after the test."""
+    servers = []
+
+    def start(*args):
+        s = Server(*args, "--drain-timeout", "0")
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        try:
+            s.stop(timeout=5)
+        except subprocess.TimeoutExpired:  # a shutdown bug must not hang the suite
+            s.proc.kill()
+            s.proc.wait()

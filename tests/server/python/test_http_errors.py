@@ -342,23 +342,6 @@ def test_normal_request_unchanged_after_all(server, reference):
 # --- servers with other flags ------------------------------------------------------
 
 
-@pytest.fixture
-def short_lived():
-    servers = []
-
-    def start(*args):
-        s = Server(*args, "--drain-timeout", "0")
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        try:
-            s.stop(timeout=5)
-        except subprocess.TimeoutExpired:  # a shutdown bug must not hang the suite
-            s.proc.kill()
-            s.proc.wait()
-
 
 def test_api_key(short_lived):
     srv = short_lived("--api-key", "sekrit")

@@ -11,31 +11,9 @@ server and the default model:
 import concurrent.futures
 import http.client
 import json
-import subprocess
 
-import pytest
-
-from conftest import Server
 
 COMPLETIONS = "/v1/completions"
-
-
-@pytest.fixture
-def start():
-    servers = []
-
-    def make(*args):
-        s = Server(*args)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        try:
-            s.stop(timeout=10)
-        except subprocess.TimeoutExpired:
-            s.proc.kill()
-            s.proc.wait()
 
 
 def long_body(**kw):
@@ -43,10 +21,10 @@ def long_body(**kw):
             "ignore_eos": True, **kw}
 
 
-def test_request_timeout_cancels_blocking_and_streamed_calls(start):
+def test_request_timeout_cancels_blocking_and_streamed_calls(short_lived):
     # 5 s: far less than the long calls take, far more than a 1-token call
     # needs even on a loaded machine.
-    srv = start("--request-timeout", "5")
+    srv = short_lived("--request-timeout", "5")
     # 3000 tokens take far longer than 5 s here; the client gives up after 120 s.
     status, got = srv.request("POST", COMPLETIONS, long_body(), timeout=120)
     # The status line went out before the timeout (keep-alive whitespace), so
@@ -88,9 +66,9 @@ def listening_addresses(port):
     return out
 
 
-def test_loopback_by_default_and_no_key_in_logs(start):
+def test_loopback_by_default_and_no_key_in_logs(short_lived):
     key = "sk-lagserve-test-4f9c2a"
-    srv = start("--api-key", key, "--log-level", "debug")
+    srv = short_lived("--api-key", key, "--log-level", "debug")
     assert listening_addresses(srv.port) == ["127.0.0.1"]
     assert listening_addresses(srv.grpc_port) == ["127.0.0.1"]
     for auth in [f"Bearer {key}", f"Bearer {key}x", "Bearer nope"]:
@@ -99,10 +77,10 @@ def test_loopback_by_default_and_no_key_in_logs(start):
     assert key not in srv.log_text()
 
 
-def test_memory_pressure_preempts_and_recomputes_nothing_lost(start):
+def test_memory_pressure_preempts_and_recomputes_nothing_lost(short_lived):
     # 12 MiB of fp32 KV for the default model: 16 blocks of 16 tokens, while
     # 8 requests of ~100 tokens each are offered at once.
-    srv = start("--kv-cache-mb", "12", "--max-seqs", "8")
+    srv = short_lived("--kv-cache-mb", "12", "--max-seqs", "8")
     bodies = [{"prompt": f"Write a list of {n} animals and what they eat.", "max_tokens": 80,
                "temperature": 0, "ignore_eos": True} for n in range(3, 11)]
     alone = []
@@ -121,8 +99,8 @@ def test_memory_pressure_preempts_and_recomputes_nothing_lost(start):
     assert srv.wait_metric("lagserve:kv_cache_usage_perc", lambda v: v == 0) == 0
 
 
-def test_request_that_can_never_fit_is_refused_at_once(start):
-    srv = start("--kv-cache-mb", "12")
+def test_request_that_can_never_fit_is_refused_at_once(short_lived):
+    srv = short_lived("--kv-cache-mb", "12")
     # Refused at admission: were it queued, it would wait forever (the client
     # gives up after 30 s and the test fails).
     status, got = srv.request("POST", COMPLETIONS, {"prompt": "Hi", "max_tokens": 1000}, timeout=30)
