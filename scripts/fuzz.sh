@@ -21,6 +21,10 @@ JOBS=${FUZZ_JOBS:-2}
 declare -A MAX_LEN=([gguf]=65536 [safetensors]=16384 [model_config]=4096 [tokenizer]=4096
                     [chat_template]=8192 [openai_request]=8192 [lag_policy]=1024)
 
+if ! command -v clang++ >/dev/null; then
+  echo "fuzz.sh: installing clang (libFuzzer comes with it)" >&2
+  apt-get install -y -q clang >&2
+fi
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DLAGSERVE_FUZZ=ON -DLAGSERVE_CUDA=OFF -DLAGSERVE_TRAINER=OFF -DLAGSERVE_SERVER=OFF \
