@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -51,6 +54,20 @@ struct SeqPlan {
   bool rows_path = false;                   // its queries go through decode_attention, one item each
 };
 
+// Where a step's parts are in the metadata buffer (int32 offsets), and its
+// decode split plan.
+struct StackArgs {
+  int64_t T = 0, n_rows = 0;
+  int32_t n_decode = 0;
+  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_hide = 0, o_tables = 0;
+  int64_t selected_bytes = 0;
+  kc::DecodePlan dplan;
+};
+
+constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
+constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
+constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can capture it
+
 // Chunks of at most this many tokens, and every chunk of a model whose
 // head_dim the tensor-core prefill kernel lacks, run as rows of the batched
 // decode attention (one launch for all of them).
@@ -68,7 +85,9 @@ class CudaBackend final : public Backend {
   absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
 
  private:
-  void reserve_activations(int64_t T, int64_t n_rows);
+  // True when a buffer had to grow.
+  bool reserve_activations(int64_t T, int64_t n_rows);
+  void launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans, const StackArgs& a);
   kc::PagedKvBf16 layer_kv(int32_t l) const {
     const int64_t per_layer = static_cast<int64_t>(n_blocks_) * cfg_.kv_dim() * opt_.block_size;
     return {k_cache_.get() + l * per_layer, v_cache_.get() + l * per_layer, cfg_.n_kv_heads,
@@ -99,10 +118,17 @@ class CudaBackend final : public Backend {
   cuda::PinnedArray<int32_t> meta_host_;
   cuda::PinnedArray<float> logits_host_;
   cuda::PinnedArray<uint8_t> selected_host_;
+  DeviceArray<uint8_t> blas_workspace_;
+  bool use_graphs_ = true;
+  std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 
 absl::Status CudaBackend::init(const model::Model& model) {
   prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
+  const char* env = std::getenv("LAGSERVE_CUDA_GRAPHS");
+  use_graphs_ = opt_.cuda_graphs && !(env != nullptr && std::string(env) == "0");
+  blas_workspace_.reserve(kBlasWorkspace);
+  LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
   const auto& w = model.weights;
   tok_embd_.assign(to_bf16(w.tok_embd).data(), w.tok_embd.size());
   if (!w.output.empty()) output_.assign(to_bf16(w.output).data(), w.output.size());
@@ -151,21 +177,20 @@ absl::Status CudaBackend::init(const model::Model& model) {
   return absl::OkStatus();
 }
 
-void CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
+bool CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
   const int64_t d = cfg_.d_model, qkv_dim = cfg_.q_dim() + 2 * cfg_.kv_dim(), ff = cfg_.d_ff;
-  x_.reserve(T * d);
-  h_.reserve(std::max(T, n_rows) * d);
-  qkv_.reserve(T * qkv_dim);
-  attn_.reserve(T * cfg_.q_dim());
-  gate_up_.reserve(T * 2 * ff);
-  act_.reserve(T * ff);
-  logits_.reserve(n_rows * cfg_.vocab_size);
-  logits_host_.reserve(n_rows * cfg_.vocab_size);
+  bool grew = x_.reserve(T * d);
+  grew |= h_.reserve(std::max(T, n_rows) * d);
+  grew |= qkv_.reserve(T * qkv_dim);
+  grew |= attn_.reserve(T * cfg_.q_dim());
+  grew |= gate_up_.reserve(T * 2 * ff);
+  grew |= act_.reserve(T * ff);
+  grew |= logits_.reserve(n_rows * cfg_.vocab_size);
+  grew |= logits_host_.reserve(n_rows * cfg_.vocab_size);
+  return grew;
 }
 
 absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
-  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
-  const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int32_t n_layers = cfg_.n_layers, bs = opt_.block_size, n_seqs = static_cast<int32_t>(batch.seqs.size());
   cudaStream_t st = stream_.get();
 
@@ -227,19 +252,29 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
       total_ctx[1] += static_cast<int64_t>((has_lag ? s.lag_cache_len : s.cache_len) + p.n) * p.n;
     }
   }
-  reserve_activations(T, n_rows);
+  bool grew_activations = reserve_activations(T, n_rows);
 
-  // --- Metadata, one upload: tokens, positions, slots per layer, tables,
-  // decode items per layer, logits rows, hide_upto. ---
-  const int64_t o_tokens = 0, o_pos = T, o_slots = 2 * T;
-  const int64_t o_tables = o_slots + n_layers * T;
-  const int64_t o_items = o_tables + static_cast<int64_t>(tables.size());
-  const int64_t item_ints = sizeof(kc::DecodeItem) / sizeof(int32_t);
-  const int64_t o_rows = o_items + static_cast<int64_t>(n_layers) * n_decode * item_ints;
-  const int64_t o_hide = o_rows + n_rows;
-  const int64_t meta_n = o_hide + static_cast<int64_t>(hide.size());
-  meta_host_.reserve(meta_n);
-  meta_.reserve(meta_n);
+  // --- Metadata, one upload: tokens, positions, slots per layer, decode
+  // items per layer, logits rows, hide_upto, and last the block tables (so
+  // that for a batch of decode tokens every offset depends on the batch size
+  // alone, which CUDA graphs need). ---
+  StackArgs a;
+  a.T = T;
+  a.n_rows = n_rows;
+  a.n_decode = n_decode;
+  a.o_pos = T;
+  a.o_slots = 2 * T;
+  a.o_items = a.o_slots + n_layers * T;
+  a.o_rows = a.o_items + static_cast<int64_t>(n_layers) * n_decode * kItemInts;
+  a.o_hide = a.o_rows + n_rows;
+  a.o_tables = a.o_hide + static_cast<int64_t>(hide.size());
+  a.selected_bytes = selected_bytes;
+  const int64_t meta_n = a.o_tables + static_cast<int64_t>(tables.size());
+  bool grew = grew_activations | meta_host_.reserve(meta_n);
+  grew |= meta_.reserve(meta_n);
+  const int64_t o_tokens = 0, o_pos = a.o_pos, o_slots = a.o_slots, o_tables = a.o_tables,
+                o_items = a.o_items, o_rows = a.o_rows, o_hide = a.o_hide;
+  const int64_t item_ints = kItemInts;
   int32_t* M = meta_host_.get();
   std::copy(tables.begin(), tables.end(), M + o_tables);
   std::copy(hide.begin(), hide.end(), M + o_hide);
@@ -282,17 +317,27 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     }
   }
   LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), M, meta_n * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-  const int32_t* dmeta = meta_.get();
-  const int32_t* dtables = dmeta + o_tables;
 
-  kc::DecodePlan dplan;
+  // A step of decode tokens alone replays a CUDA graph captured for its batch
+  // size and context bucket (the decode split plan is taken for the bucket's
+  // length, so that one graph serves every length up to it).
+  bool trace = false;
+  for (const SequenceStep& s : batch.seqs) trace = trace || (s.trace_evictions && s.compressed_after > s.compressed_before);
+  const bool graph_step = use_graphs_ && n_decode == T && n_rows == T && selected_bytes == 0 && !trace;
+  int32_t bucket = 0;
   if (n_decode > 0) {
-    dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), cfg_.n_kv_heads, sm_count_);
-    decode_ws_.reserve(kc::decode_attention_workspace(dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
+    if (graph_step) {
+      bucket = 256;
+      while (bucket < max_ctx) bucket *= 2;
+      a.dplan = kc::decode_attention_plan(bucket, static_cast<int64_t>(bucket) * n_decode, cfg_.n_kv_heads, sm_count_);
+    } else {
+      a.dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), cfg_.n_kv_heads, sm_count_);
+    }
+    grew |= decode_ws_.reserve(kc::decode_attention_workspace(a.dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
   }
   // Every buffer a launch uses is sized before the first launch: a buffer
   // that grew mid-step would be freed under kernels still queued.
-  selected_.reserve(std::max<int64_t>(selected_bytes, 1));
+  grew |= selected_.reserve(std::max<int64_t>(selected_bytes, 1));
   {
     int64_t score_floats = 1, scratch = 1;
     for (int32_t si = 0; si < n_seqs; ++si) {
@@ -303,11 +348,87 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
       scratch = std::max(scratch, kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region,
                                                                s.lag_cache_len + p.n));
     }
-    scores_.reserve(score_floats);
-    compact_scratch_.reserve(scratch);
+    grew |= scores_.reserve(score_floats);
+    grew |= compact_scratch_.reserve(scratch);
   }
+  if (grew) graphs_.clear();  // they hold the old addresses
 
-  // --- The decoder stack. ---
+  if (!graph_step) {
+    launch_stack(batch, plans, a);
+  } else {
+    const std::pair<int32_t, int32_t> key{static_cast<int32_t>(T), bucket};
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      if (graphs_.size() >= kMaxGraphs) graphs_.clear();
+      cudaGraph_t graph = nullptr;
+      LAGSERVE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      launch_stack(batch, plans, a);
+      LAGSERVE_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+      it = graphs_.emplace(key, std::make_unique<cuda::GraphExec>(graph)).first;
+      LAGSERVE_CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    it->second->launch(st);
+  }
+  const size_t n_logits = static_cast<size_t>(n_rows) * cfg_.vocab_size;
+  if (trace) {
+    selected_host_.reserve(selected_bytes);
+    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
+                                        cudaMemcpyDeviceToHost, st));
+  }
+  stream_.synchronize();
+
+  StepOutput out;
+  out.vocab_size = cfg_.vocab_size;
+  out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
+  out.row_begin.push_back(0);
+  {
+    int32_t row = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      row += s.all_logits ? static_cast<int32_t>(s.tokens.size()) : 1;
+      out.row_begin.push_back(row);
+    }
+  }
+  if (trace) {
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      const SequenceStep& s = batch.seqs[si];
+      const SeqPlan& p = plans[si];
+      if (!s.trace_evictions || p.n_due == 0) continue;
+      const kv::LagPolicy& P = *s.policy;
+      for (int32_t l = 0; l < n_layers; ++l) {
+        if (!s.compressed_layer(l)) continue;
+        const uint8_t* sel = selected_host_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * P.lag;
+        for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
+          for (int32_t r = 0; r < p.n_due; ++r) {
+            EvictionRecord e{si, l, h, s.compressed_before + r, {}};
+            for (int32_t off = 0; off < P.lag; ++off) {
+              if (sel[(static_cast<int64_t>(h) * p.n_due + r) * P.lag + off] != 0) {
+                e.kept_positions.push_back(P.sink + (s.compressed_before + r) * P.lag + off);
+              }
+            }
+            out.evictions.push_back(std::move(e));
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Enqueues the decoder stack of a planned step on the stream, through the
+// logits' copy to the host (captured whole into a graph for decode steps).
+void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans,
+                               const StackArgs& a) {
+  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim, item_ints = kItemInts;
+  const int32_t n_layers = cfg_.n_layers, n_seqs = static_cast<int32_t>(batch.seqs.size());
+  const int64_t T = a.T, n_rows = a.n_rows, o_tokens = 0, o_pos = a.o_pos, o_slots = a.o_slots,
+                o_items = a.o_items, o_rows = a.o_rows, o_hide = a.o_hide;
+  const int32_t n_decode = a.n_decode;
+  const int64_t selected_bytes = a.selected_bytes;
+  const kc::DecodePlan& dplan = a.dplan;
+  cudaStream_t st = stream_.get();
+  const int32_t* dmeta = meta_.get();
+  const int32_t* dtables = dmeta + a.o_tables;
   const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
   kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
   for (int32_t l = 0; l < n_layers; ++l) {
@@ -377,53 +498,9 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
-  const size_t n_logits = static_cast<size_t>(n_rows) * cfg_.vocab_size;
+  const size_t n_logits = static_cast<size_t>(a.n_rows) * cfg_.vocab_size;
   LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.get(), logits_.get(), n_logits * sizeof(float),
                                       cudaMemcpyDeviceToHost, st));
-  bool trace = false;
-  for (const SequenceStep& s : batch.seqs) trace = trace || (s.trace_evictions && s.compressed_after > s.compressed_before);
-  if (trace) {
-    selected_host_.reserve(selected_bytes);
-    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
-                                        cudaMemcpyDeviceToHost, st));
-  }
-  stream_.synchronize();
-
-  StepOutput out;
-  out.vocab_size = cfg_.vocab_size;
-  out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
-  out.row_begin.push_back(0);
-  {
-    int32_t row = 0;
-    for (const SequenceStep& s : batch.seqs) {
-      row += s.all_logits ? static_cast<int32_t>(s.tokens.size()) : 1;
-      out.row_begin.push_back(row);
-    }
-  }
-  if (trace) {
-    for (int32_t si = 0; si < n_seqs; ++si) {
-      const SequenceStep& s = batch.seqs[si];
-      const SeqPlan& p = plans[si];
-      if (!s.trace_evictions || p.n_due == 0) continue;
-      const kv::LagPolicy& P = *s.policy;
-      for (int32_t l = 0; l < n_layers; ++l) {
-        if (!s.compressed_layer(l)) continue;
-        const uint8_t* sel = selected_host_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * P.lag;
-        for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
-          for (int32_t r = 0; r < p.n_due; ++r) {
-            EvictionRecord e{si, l, h, s.compressed_before + r, {}};
-            for (int32_t off = 0; off < P.lag; ++off) {
-              if (sel[(static_cast<int64_t>(h) * p.n_due + r) * P.lag + off] != 0) {
-                e.kept_positions.push_back(P.sink + (s.compressed_before + r) * P.lag + off);
-              }
-            }
-            out.evictions.push_back(std::move(e));
-          }
-        }
-      }
-    }
-  }
-  return out;
 }
 
 }  // namespace

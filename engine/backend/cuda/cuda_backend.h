@@ -21,6 +21,9 @@ struct CudaBackendOptions {
   int32_t max_batched_tokens = 2048;    // sizes the activation buffers up front
   int32_t max_seqs = 64;
   bool poison_kv = false;  // fill the cache with NaN first (tests)
+  // Replay decode steps as CUDA graphs (one per batch size and context
+  // bucket); LAGSERVE_CUDA_GRAPHS=0 in the environment turns them off too.
+  bool cuda_graphs = true;
 };
 
 // Bytes of K and V cache one token takes across all layers in bf16.

@@ -29,11 +29,13 @@ class DeviceArray {
   }
   ~DeviceArray() { release(); }
 
-  void reserve(size_t n) {
-    if (n <= n_) return;
+  // True when it had to grow (the address changed).
+  bool reserve(size_t n) {
+    if (n <= n_) return false;
     release();
     LAGSERVE_CUDA_CHECK(cudaMalloc(&p_, n * sizeof(T)));
     n_ = n;
+    return true;
   }
   // Uploads host data synchronously (weights at load time).
   void assign(const T* host, size_t n) {
@@ -63,11 +65,13 @@ class PinnedArray {
   ~PinnedArray() {
     if (p_ != nullptr) cudaFreeHost(p_);
   }
-  void reserve(size_t n) {
-    if (n <= n_) return;
+  // True when it had to grow (the address changed).
+  bool reserve(size_t n) {
+    if (n <= n_) return false;
     if (p_ != nullptr) LAGSERVE_CUDA_CHECK(cudaFreeHost(p_));
     LAGSERVE_CUDA_CHECK(cudaMallocHost(&p_, n * sizeof(T)));
     n_ = n;
+    return true;
   }
   T* get() const { return p_; }
 
@@ -87,6 +91,21 @@ class Stream {
 
  private:
   cudaStream_t s_ = nullptr;
+};
+
+// An instantiated CUDA graph (one captured step).
+class GraphExec {
+ public:
+  explicit GraphExec(cudaGraph_t graph) {
+    LAGSERVE_CUDA_CHECK(cudaGraphInstantiate(&g_, graph, 0));
+  }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec() { cudaGraphExecDestroy(g_); }
+  void launch(cudaStream_t stream) const { LAGSERVE_CUDA_CHECK(cudaGraphLaunch(g_, stream)); }
+
+ private:
+  cudaGraphExec_t g_ = nullptr;
 };
 
 class CublasHandle {
