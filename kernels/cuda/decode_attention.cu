@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/decode_attention_tc.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -292,7 +293,10 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   float* ws_acc = workspace;
   float* ws_ml = workspace + acc_floats;
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
-  if (selected == nullptr) {
+  if (selected == nullptr && detail::decode_tc_supported(kv, G)) {
+    detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out,
+                              out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, stream);
+  } else if (selected == nullptr) {
     decode_partial<D, G, false><<<grid, kThreads, 0, stream>>>(
         kv, tables, items, nullptr, q, q_row_stride, out, out_row_stride, n_heads,
         scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);

@@ -55,7 +55,9 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 // [n_heads, head_dim] heads first); out bf16, row stride out_row_stride.
 // Keys an item's mask hides (see DecodeItem) are left out; selected is a
 // device array of 0/1 flags. selected == nullptr: every item's mask fields are
-// ignored and the plain (fastest) kernel runs; pass it so for pure decode.
+// ignored and the fastest kernel runs (tensor cores where head_dim is 64 or 128
+// and block_size a multiple of 16, see decode_attention_tc.cu); pass it so for
+// pure decode.
 // A row that sees no key at all gets zeros (never happens in practice: keys
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,

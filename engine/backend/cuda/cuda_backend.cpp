@@ -60,7 +60,7 @@ struct StackArgs {
   int64_t T = 0, n_rows = 0;
   int32_t n_decode = 0;
   int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_hide = 0, o_tables = 0;
-  int64_t selected_bytes = 0;
+  bool masked_items = false;  // some decode item (a chunk row) hides unselected keys
   kc::DecodePlan dplan;
 };
 
@@ -268,7 +268,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   a.o_rows = a.o_items + static_cast<int64_t>(n_layers) * n_decode * kItemInts;
   a.o_hide = a.o_rows + n_rows;
   a.o_tables = a.o_hide + static_cast<int64_t>(hide.size());
-  a.selected_bytes = selected_bytes;
   const int64_t meta_n = a.o_tables + static_cast<int64_t>(tables.size());
   bool grew = grew_activations | meta_host_.reserve(meta_n);
   grew |= meta_.reserve(meta_n);
@@ -309,6 +308,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
               it.mask_len = p.n_due * L;
               it.hide_end = p.region + (hide[p.hide_upto + i] + 1) * L;
               it.sel_offset = static_cast<int32_t>(p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * L);
+              a.masked_items = true;
             }
             std::memcpy(M + o_items + (static_cast<int64_t>(l) * n_decode + di) * item_ints, &it, sizeof it);
           }
@@ -424,7 +424,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const int64_t T = a.T, n_rows = a.n_rows, o_tokens = 0, o_pos = a.o_pos, o_slots = a.o_slots,
                 o_items = a.o_items, o_rows = a.o_rows, o_hide = a.o_hide;
   const int32_t n_decode = a.n_decode;
-  const int64_t selected_bytes = a.selected_bytes;
   const kc::DecodePlan& dplan = a.dplan;
   cudaStream_t st = stream_.get();
   const int32_t* dmeta = meta_.get();
@@ -455,7 +454,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       const auto* items = reinterpret_cast<const kc::DecodeItem*>(
           dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
       kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
-                           q_dim, cfg_.n_heads, scale, selected_bytes > 0 ? selected_.get() : nullptr,
+                           q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
                            decode_ws_.get(), st);
     }
     // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
