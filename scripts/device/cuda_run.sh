@@ -50,6 +50,8 @@ if [ "$WHAT" != tests ]; then
   python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
   "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
+  LAGSERVE_CUDA_GRAPHS=0 "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 \
+    --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
   [ -f "$GGUF" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
