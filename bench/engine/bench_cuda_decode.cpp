@@ -6,7 +6,8 @@
 //       --context 32768 --policy off --policy sink=16,lag=128,ratio=0.25 [--steps 256]
 // Each sequence is prefilled with random tokens in chunks that end on
 // partition boundaries (DESIGN.md section 2), then all decode together for
-// `steps` steps. Printed per policy: mean step time, tok/s, the bytes a step
+// `steps` steps, greedy, sampled on the device (only the tokens come back, as
+// in the server). Printed per policy: mean step time, tok/s, the bytes a step
 // must read (bf16 weights + every sequence's cached K/V) over the step time as
 // a share of --hbm-tbs, the mean time of the steps with a compaction against
 // those without (the amortised cost of LagKV), and the cache's capacity in
@@ -129,6 +130,9 @@ int main(int argc, char** argv) {
     // Decode: every sequence one token per step.
     double total = 0, compact_t = 0, plain_t = 0, kv_bytes = 0;
     int n_compact = 0, n_plain = 0;
+    // Greedy, sampled on the device as the server does: only the tokens come back.
+    backend::DeviceSampling greedy;
+    greedy.temperature = 0.f;
     for (int s = 0; s < steps; ++s) {
       backend::StepBatch sb;
       bool compacts = false;
@@ -137,6 +141,8 @@ int main(int argc, char** argv) {
       }
       for (int b = 0; b < batch; ++b) {
         sb.seqs.push_back(backend::SequenceStep::from_cache(seqs[b], std::span(&next[b], 1)));
+        sb.seqs.back().sampling = &greedy;
+        sb.seqs.back().need_logits = false;
         const auto& q = sb.seqs.back();
         compacts = compacts || q.compressed_after > q.compressed_before;
         for (int32_t l = 0; l < cfg.n_layers; ++l) {
@@ -149,8 +155,7 @@ int main(int argc, char** argv) {
       if (!out.ok()) die(out.status());
       for (int b = 0; b < batch; ++b) {
         seqs[b].advance(pool, 1);
-        auto row = out->last_row(b);
-        next[b] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+        next[b] = out->tokens[b];
       }
       total += dt;
       (compacts ? compact_t : plain_t) += dt;

@@ -14,6 +14,27 @@
 
 namespace lagserve::backend {
 
+// Sampling on the device, for backends that can (Backend::samples_on_device):
+// runtime::Sampler's inputs for one sequence's last row, with the uniform draw
+// taken on the host from the sequence's own seeded generator, so that a
+// seeded request replays. The spans must outlive the step() call.
+struct DeviceSampling {
+  float temperature = 1.0f;  // < 1e-5: greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float u = 0.0f;                              // in [0, 1); unused when greedy
+  std::span<const int32_t> prompt_tokens;      // read only with a repetition penalty
+  std::span<const int32_t> output_ids;         // the output so far: unique ids ...
+  std::span<const int32_t> output_counts;      // ... and their counts (penalties)
+  std::span<const int32_t> bias_ids;           // logit_bias, in order
+  std::span<const float> bias_values;
+  std::span<const int32_t> banned;             // ids that must not be sampled now
+};
+
 // One sequence's share of a step: a prefill chunk or one decode token.
 struct SequenceStep {
   std::span<const int32_t> tokens;       // new tokens, [n_new]
@@ -33,6 +54,13 @@ struct SequenceStep {
   int32_t compressed_before = 0;
   int32_t compressed_after = 0;
   bool trace_evictions = false;  // report the positions kept by each compaction
+  // Set (on a backend that samples on the device): StepOutput::tokens gets the
+  // token sampled from this sequence's last row. Precondition: !all_logits.
+  const DeviceSampling* sampling = nullptr;
+  // False: the caller does not read this sequence's logits (it samples on the
+  // device, or is mid-prompt). When no sequence of a batch needs them,
+  // StepOutput::logits may be left empty (no download).
+  bool need_logits = true;
 
   // A step without compression: every layer uses the one (full) cache group.
   static SequenceStep uncompressed(std::span<const int32_t> tokens, int32_t first_position,
@@ -96,6 +124,9 @@ struct StepOutput {
   std::vector<int32_t> row_begin;  // first row of each sequence, [n_seqs + 1]
   int32_t vocab_size = 0;
   std::vector<EvictionRecord> evictions;  // when a sequence asked for a trace
+  // Per sequence in batch order: the token sampled on the device, -1 where
+  // the step asked for none. Empty when no sequence asked.
+  std::vector<int32_t> tokens;
 
   std::span<const float> row(int32_t r) const {
     return {logits.data() + static_cast<size_t>(r) * vocab_size, static_cast<size_t>(vocab_size)};
@@ -111,9 +142,12 @@ class Backend {
   virtual int32_t block_size() const = 0;
   // Blocks in the cache storage, the null block 0 included.
   virtual int32_t n_blocks() const = 0;
-  // Appends the new tokens' K/V into the cache and returns logits.
+  // Appends the new tokens' K/V into the cache and returns logits (and the
+  // tokens sampled on the device, see SequenceStep::sampling).
   // Precondition: every block table covers cache_len + n_new entries.
   virtual absl::StatusOr<StepOutput> step(const StepBatch& batch) = 0;
+  // Whether step() honours SequenceStep::sampling.
+  virtual bool samples_on_device() const { return false; }
 };
 
 // Bytes of K and V cache that one token takes across all layers (fp32).

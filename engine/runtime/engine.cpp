@@ -2,6 +2,9 @@
 // caches (compaction included), sample, stream, finish.
 #include "engine/runtime/engine.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "engine/common/check.h"
@@ -31,6 +34,50 @@ uint64_t mix(uint64_t x) {
 int64_t evicted_tokens(const kv::SequenceCache& c) {
   return c.has_compressed() ? c.logical_len() - c.compressed().cache_len() : 0;
 }
+
+// One sequence's device-sampling inputs (backend::DeviceSampling points into
+// these vectors), built from what Sampler::sample would read.
+struct DeviceSamplingInputs {
+  backend::DeviceSampling d;
+  std::vector<int32_t> output_ids, output_counts, bias_ids, banned;
+  std::vector<float> bias_values;
+
+  const backend::DeviceSampling& prepare(Sequence& seq) {
+    const SamplingParams& p = seq.request.sampling;
+    d.temperature = p.temperature;
+    d.top_k = p.top_k;
+    d.top_p = p.top_p;
+    d.min_p = p.min_p;
+    d.repetition_penalty = p.repetition_penalty;
+    d.presence_penalty = p.presence_penalty;
+    d.frequency_penalty = p.frequency_penalty;
+    // float(u) may round up to 1; the draw needs u < 1.
+    d.u = std::min(static_cast<float>(seq.sampler->next_uniform()), std::nextafter(1.0f, 0.0f));
+    if (p.repetition_penalty != 1.0f) d.prompt_tokens = seq.prompt_tokens();
+    if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
+      std::vector<int32_t> sorted(seq.output_tokens().begin(), seq.output_tokens().end());
+      std::sort(sorted.begin(), sorted.end());
+      for (size_t i = 0; i < sorted.size();) {
+        size_t j = i;
+        while (j < sorted.size() && sorted[j] == sorted[i]) ++j;
+        output_ids.push_back(sorted[i]);
+        output_counts.push_back(static_cast<int32_t>(j - i));
+        i = j;
+      }
+      d.output_ids = output_ids;
+      d.output_counts = output_counts;
+    }
+    for (const auto& [id, bias] : p.logit_bias) {
+      bias_ids.push_back(id);
+      bias_values.push_back(bias);
+    }
+    d.bias_ids = bias_ids;
+    d.bias_values = bias_values;
+    banned = seq.stream->banned_ids();
+    d.banned = banned;
+    return d;
+  }
+};
 
 }  // namespace
 
@@ -129,15 +176,26 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
 
   backend::StepBatch batch;
   batch.seqs.reserve(plan.seqs.size());
+  // Sequences that sample this step and want no logprobs sample on the device
+  // when the backend can; `device` holds their inputs through the step.
+  std::vector<DeviceSamplingInputs> device(backend_.samples_on_device() ? plan.seqs.size() : 0);
   const auto now = std::chrono::steady_clock::now();
-  for (const ScheduledSeq& s : plan.seqs) {
-    Sequence& seq = *s.seq;
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    Sequence& seq = *plan.seqs[i].seq;
+    const int32_t n_tokens = plan.seqs[i].n_tokens;
     if (seq.queue_seconds < 0) {
       seq.queue_seconds = std::chrono::duration<double>(now - seq.added_at).count();
     }
-    batch.seqs.push_back(backend::SequenceStep::from_cache(
-        seq.cache, std::span<const int32_t>(seq.tokens).subspan(seq.n_computed(), s.n_tokens),
-        /*all_logits=*/false, /*trace_evictions=*/static_cast<bool>(config_.on_eviction)));
+    backend::SequenceStep step = backend::SequenceStep::from_cache(
+        seq.cache, std::span<const int32_t>(seq.tokens).subspan(seq.n_computed(), n_tokens),
+        /*all_logits=*/false, /*trace_evictions=*/static_cast<bool>(config_.on_eviction));
+    const bool samples = seq.n_pending() == n_tokens;
+    step.need_logits = samples;
+    if (samples && !device.empty() && seq.request.sampling.logprobs < 0) {
+      step.sampling = &device[i].prepare(seq);
+      step.need_logits = false;
+    }
+    batch.seqs.push_back(step);
   }
   LAGSERVE_ASSIGN_OR_RETURN(backend::StepOutput result, backend_.step(batch));
   for (const backend::EvictionRecord& e : result.evictions) {
@@ -150,9 +208,15 @@ absl::StatusOr<std::vector<RequestOutput>> Engine::step() {
     seq.cache.advance(pool_, plan.seqs[i].n_tokens);
     stats_.kv_tokens_evicted += evicted_tokens(seq.cache) - evicted_before;
     if (seq.n_pending() > 0) continue;  // mid-prompt (or mid-recompute): nothing to sample yet
-    const SampleResult sample = seq.sampler->sample(
-        result.last_row(static_cast<int32_t>(i)), seq.prompt_tokens(), seq.output_tokens(),
-        seq.stream->banned_ids());
+    SampleResult sample{};
+    if (batch.seqs[i].sampling != nullptr) {
+      LAGSERVE_CHECK(i < result.tokens.size() && result.tokens[i] >= 0,
+                     "the backend sampled no token for sequence {}", i);
+      sample.token = result.tokens[i];
+    } else {
+      sample = seq.sampler->sample(result.last_row(static_cast<int32_t>(i)), seq.prompt_tokens(),
+                                   seq.output_tokens(), seq.stream->banned_ids());
+    }
     seq.tokens.push_back(sample.token);
     OutputStream::Update update = seq.stream->push(sample.token);
     RequestOutput out;

@@ -366,7 +366,7 @@ Cut filter(const SamplingParams& p, SamplerScratch& s) {
 // A draw among the ids that survive the cut, with probability proportional to
 // their weight. Two levels (block sums, then a walk inside one block) so that
 // no pass over the vocabulary is a serial chain of additions.
-int32_t draw(const Cut& cut, SamplerScratch& s, std::mt19937_64& rng) {
+int32_t draw(const Cut& cut, SamplerScratch& s, double u01) {
   std::span<const float> scaled(s.work), w(s.weights);
   std::vector<double>& block_mass = s.block_mass;
   double total = 0;
@@ -378,8 +378,7 @@ int32_t draw(const Cut& cut, SamplerScratch& s, std::mt19937_64& rng) {
     total += block_mass[b];
   }
   LAGSERVE_CHECK(total > 0, "no token has positive probability");
-  // 53 random bits -> u in [0, 1), the same on every platform.
-  double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * total;
+  double u = u01 * total;
   size_t b = 0;
   while (b + 1 < block_mass.size() && (block_mass[b] == 0 || u >= block_mass[b])) {
     u -= block_mass[b];
@@ -482,9 +481,14 @@ SampleResult Sampler::sample(std::span<const float> logits, std::span<const int3
   prepare(logits, params_, greedy ? 1.f : 1.f / params_.temperature, prompt_tokens, output_tokens,
           banned, scratch_);
   SampleResult result{};
-  result.token = greedy ? argmax(scratch_.work) : draw(filter(params_, scratch_), scratch_, rng_);
+  result.token = greedy ? argmax(scratch_.work) : draw(filter(params_, scratch_), scratch_, next_uniform());
   if (params_.logprobs >= 0) fill_logprobs(logits, params_.logprobs, scratch_, result);
   return result;
+}
+
+double Sampler::next_uniform() {
+  if (is_greedy(params_)) return 0.0;
+  return static_cast<double>(rng_() >> 11) * 0x1.0p-53;  // 53 random bits, the same on every platform
 }
 
 std::vector<float> sampler_process_logits(std::span<const float> logits,

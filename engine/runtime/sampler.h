@@ -87,6 +87,11 @@ class Sampler {
   SampleResult sample(std::span<const float> logits, std::span<const int32_t> prompt_tokens,
                       std::span<const int32_t> output_tokens, std::span<const int32_t> banned);
 
+  // The uniform in [0, 1) that sample() would draw next, from the same
+  // generator, for sampling elsewhere (on the GPU): it consumes what one
+  // sample() call would. A greedy sampler draws nothing and gets 0.
+  double next_uniform();
+
   const SamplingParams& params() const { return params_; }
 
  private:

@@ -1,6 +1,7 @@
-// lag_score: one CTA per (due partition, KV head). The CTA finds the per-channel
-// min and range of ref for K and V, then one warp per cur row computes the
-// normalised std of K and V, and the CTA takes the two softmaxes over the rows.
+// lag_score: one CTA per (due partition, KV head, batch entry); CTAs past
+// their entry's n_due return at once. The CTA finds the per-channel min and
+// range of ref for K and V, then one warp per cur row computes the normalised
+// std of K and V, and the CTA takes the two softmaxes over the rows.
 #include "kernels/cuda/lag_score.h"
 
 #include <cmath>
@@ -17,6 +18,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMaxHeadDim = 512;
 constexpr int kMaxPairsPerLane = kMaxHeadDim / 2 / 32;  // channel pairs per lane of a row's warp
 constexpr int kMaxLag = 2048;  // the CTA's shared memory stays under 48 KiB
+constexpr int32_t kMaxGridYz = 65535;  // entries (grid z) and KV heads (grid y)
 
 __device__ float2 load_pair(const bf16* p) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
@@ -55,10 +57,25 @@ size_t smem_bytes(int32_t d, int32_t L) {
   return sizeof(float) * (4 * static_cast<size_t>(g) * d + 4 * static_cast<size_t>(d) + 2 * L);
 }
 
-__global__ __launch_bounds__(kThreads) void lag_score_kernel(PagedKvBf16 kv, const int32_t* table,
-                                                             int32_t region, int32_t n_due,
-                                                             int32_t L, float w, float* scores) {
+// Grid (max_due, n_kv_heads, n_works); shared memory sized for max_lag.
+__global__ __launch_bounds__(kThreads) void lag_score_kernel(PagedKvBf16 kv, const int32_t* tables,
+                                                             const LagWork* works, int32_t max_lag,
+                                                             float* scores) {
+  const LagWork work = works[blockIdx.z];
   const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+  // Block-uniform returns, before the first barrier.
+  if (r >= work.n_due) return;
+  const int32_t L = work.lag, n_due = work.n_due, region = work.region;
+  if (n_due > static_cast<int32_t>(gridDim.x) || L < 1 || L > max_lag) {
+    if (r == 0 && h == 0 && tid == 0) {
+      printf("lagserve: lag_score entry %u needs n_due <= max_due %u and L in [1, max_lag %d], "
+             "got n_due %d, L %d\n", blockIdx.z, gridDim.x, max_lag, n_due, L);
+      __trap();
+    }
+    return;
+  }
+  const int32_t* table = tables + work.table_offset;
+  const float w = work.v_weight;
   const int d = kv.head_dim, n_pairs = d / 2;
   const int G = kThreads / n_pairs > 1 ? kThreads / n_pairs : 1;  // row groups for min/max
   extern __shared__ float smem[];
@@ -163,7 +180,7 @@ __global__ __launch_bounds__(kThreads) void lag_score_kernel(PagedKvBf16 kv, con
   }
   const float inv_k = static_cast<float>(1.0 / block_reduce<double, false>(z_k));
   const float inv_v = static_cast<float>(1.0 / block_reduce<double, false>(z_v));
-  float* out = scores + (static_cast<int64_t>(h) * n_due + r) * L;
+  float* out = scores + work.score_offset + (static_cast<int64_t>(h) * n_due + r) * L;
   for (int i = tid; i < L; i += kThreads) {
     out[i] = expf(s_k[i] - max_k) * inv_k + w * (expf(s_v[i] - max_v) * inv_v);
   }
@@ -171,18 +188,22 @@ __global__ __launch_bounds__(kThreads) void lag_score_kernel(PagedKvBf16 kv, con
 
 }  // namespace
 
-void lag_score(const PagedKvBf16& kv, const int32_t* block_table, int32_t region, int32_t n_due,
-               int32_t L, float w, float* scores, cudaStream_t stream) {
-  if (n_due <= 0) return;
-  if (kv.head_dim < 2 || kv.head_dim > kMaxHeadDim || kv.head_dim % 2 != 0 || L < 1 ||
-      L > kMaxLag) {
-    std::fprintf(stderr, "lagserve: lag_score needs an even head_dim in [2, %d] and L in [1, %d], "
-                 "got head_dim %d, L %d\n", kMaxHeadDim, kMaxLag, kv.head_dim, L);
+void lag_score(const PagedKvBf16& kv, const int32_t* tables, const LagWork* works, int32_t n_works,
+               int32_t max_due, int32_t max_lag, float* scores, cudaStream_t stream) {
+  if (n_works <= 0 || max_due <= 0 || kv.n_kv_heads <= 0) return;
+  if (kv.head_dim < 2 || kv.head_dim > kMaxHeadDim || kv.head_dim % 2 != 0 || max_lag < 1 ||
+      max_lag > kMaxLag || n_works > kMaxGridYz || kv.n_kv_heads > kMaxGridYz) {
+    std::fprintf(stderr,
+                 "lagserve: lag_score needs an even head_dim in [2, %d], max_lag in [1, %d], at "
+                 "most %d entries and KV heads, got head_dim %d, max_lag %d, %d entries, %d KV "
+                 "heads\n", kMaxHeadDim, kMaxLag, kMaxGridYz, kv.head_dim, max_lag, n_works,
+                 kv.n_kv_heads);
     std::abort();
   }
-  const dim3 grid(static_cast<unsigned>(n_due), static_cast<unsigned>(kv.n_kv_heads));
-  lag_score_kernel<<<grid, kThreads, smem_bytes(kv.head_dim, L), stream>>>(
-      kv, block_table, region, n_due, L, w, scores);
+  const dim3 grid(static_cast<unsigned>(max_due), static_cast<unsigned>(kv.n_kv_heads),
+                  static_cast<unsigned>(n_works));
+  lag_score_kernel<<<grid, kThreads, smem_bytes(kv.head_dim, max_lag), stream>>>(kv, tables, works,
+                                                                               max_lag, scores);
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 

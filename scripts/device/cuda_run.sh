@@ -31,7 +31,7 @@ run_test() {  # name [env...]
   local t=$1; shift
   env "$@" "$B/tests/$t" > "$OUT/$t${SUFFIX:-}.log" 2>&1
   echo "$t${SUFFIX:-}: exit $? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t${SUFFIX:-}.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]|Failure|agreement|agree on|mixed batch' "$OUT/$t${SUFFIX:-}.log" | head -20
+  grep -E '^\[  FAILED  \]|Failure|agreement|agree on|mixed batch|device sampling' "$OUT/$t${SUFFIX:-}.log" | head -20
 }
 
 if [ "$WHAT" != bench ]; then
@@ -47,6 +47,7 @@ if [ "$WHAT" != tests ]; then
   Q=/tmp/qwen2.5-1.5b-shape
   [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" | tee "$OUT/make_model.txt"
   "$B/bench/bench_prefill_attention" --seq 32768 2>&1 | tee "$OUT/bench_prefill_attention.txt"
+  for m in 1 8; do "$B/bench/bench_gemm_skinny" --rows $m 2>&1 | tee "$OUT/bench_gemm_skinny_m$m.txt"; done
   python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
   "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"

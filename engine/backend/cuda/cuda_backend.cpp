@@ -1,6 +1,6 @@
 // CudaBackend: one step = one upload of the step's metadata, the decoder
-// stack as cuBLAS GEMMs and our kernels on one stream, one download of the
-// logits.
+// stack as cuBLAS GEMMs and our kernels on one stream, then the logits down,
+// or the rows sampled on the device and only their tokens down.
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -21,9 +21,11 @@
 #include "kernels/cuda/kv_compact.h"
 #include "kernels/cuda/lag_score.h"
 #include "kernels/cuda/lag_select.h"
+#include "kernels/cuda/lag_work.h"
 #include "kernels/cuda/prefill_attention.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/swiglu.h"
 
 namespace lagserve::backend {
@@ -59,12 +61,16 @@ struct SeqPlan {
 struct StackArgs {
   int64_t T = 0, n_rows = 0;
   int32_t n_decode = 0;
-  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_hide = 0, o_tables = 0;
+  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_hide = 0, o_works = 0, o_tables = 0;
   bool masked_items = false;  // some decode item (a chunk row) hides unselected keys
+  // LagKV work: n_lag sequences with due partitions, one LagWork each per
+  // layer at o_works + (l * n_lag + j) * kWorkInts; grid maxima.
+  int32_t n_lag = 0, max_due = 0, max_lag = 0, max_src = 0;
   kc::DecodePlan dplan;
 };
 
 constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
+constexpr int64_t kWorkInts = sizeof(kc::LagWork) / sizeof(int32_t);
 constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
 constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can capture it
 
@@ -83,8 +89,12 @@ class CudaBackend final : public Backend {
   int32_t block_size() const override { return opt_.block_size; }
   int32_t n_blocks() const override { return n_blocks_; }
   absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
+  bool samples_on_device() const override { return true; }
 
  private:
+  // Enqueues the sampling of the rows whose sequence asked (after the stack,
+  // outside any graph): inputs up in one copy, the kernel, the tokens down.
+  void enqueue_sampling(const StepBatch& batch, const std::vector<int32_t>& row_begin, int64_t n_rows);
   // True when a buffer had to grow.
   bool reserve_activations(int64_t T, int64_t n_rows);
   void launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans, const StackArgs& a);
@@ -119,6 +129,10 @@ class CudaBackend final : public Backend {
   cuda::PinnedArray<float> logits_host_;
   cuda::PinnedArray<uint8_t> selected_host_;
   DeviceArray<uint8_t> blas_workspace_;
+  DeviceArray<unsigned char> sample_meta_;  // sampling inputs of a step
+  cuda::PinnedArray<unsigned char> sample_meta_host_;
+  DeviceArray<int32_t> sampled_;
+  cuda::PinnedArray<int32_t> sampled_host_;
   bool use_graphs_ = true;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
@@ -212,6 +226,9 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
             fmt::format("token id {} is outside the vocabulary [0, {})", t, cfg_.vocab_size));
       }
     }
+    if (s.sampling != nullptr && s.all_logits) {
+      return absl::InvalidArgumentError("device sampling of a step that asks for all logits");
+    }
     p.row0 = static_cast<int32_t>(T);
     T += p.n;
     n_rows += s.all_logits ? p.n : 1;
@@ -267,7 +284,30 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   a.o_items = a.o_slots + n_layers * T;
   a.o_rows = a.o_items + static_cast<int64_t>(n_layers) * n_decode * kItemInts;
   a.o_hide = a.o_rows + n_rows;
-  a.o_tables = a.o_hide + static_cast<int64_t>(hide.size());
+  std::vector<int32_t> lag_seqs;  // sequences with due partitions
+  int64_t score_floats = 0, scratch_elems = 0;
+  std::vector<int64_t> score_at, scratch_at;
+  for (int32_t si = 0; si < n_seqs; ++si) {
+    const SeqPlan& p = plans[si];
+    if (p.n_due == 0) continue;
+    const SequenceStep& s = batch.seqs[si];
+    const int32_t end = s.lag_cache_len + p.n;
+    lag_seqs.push_back(si);
+    score_at.push_back(score_floats);
+    scratch_at.push_back(scratch_elems);
+    score_floats += static_cast<int64_t>(cfg_.n_kv_heads) * p.n_due * s.policy->lag;
+    scratch_elems += kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region, end);
+    a.max_due = std::max(a.max_due, p.n_due);
+    a.max_lag = std::max(a.max_lag, s.policy->lag);
+    a.max_src = std::max(a.max_src, end - p.region);
+  }
+  LAGSERVE_CHECK(score_floats <= std::numeric_limits<int32_t>::max() &&
+                     scratch_elems <= std::numeric_limits<int32_t>::max() &&
+                     selected_bytes <= std::numeric_limits<int32_t>::max(),
+                 "a step's LagKV buffers exceed 2^31 elements");
+  a.n_lag = static_cast<int32_t>(lag_seqs.size());
+  a.o_works = a.o_hide + static_cast<int64_t>(hide.size());
+  a.o_tables = a.o_works + static_cast<int64_t>(n_layers) * a.n_lag * kWorkInts;
   const int64_t meta_n = a.o_tables + static_cast<int64_t>(tables.size());
   bool grew = grew_activations | meta_host_.reserve(meta_n);
   grew |= meta_.reserve(meta_n);
@@ -277,6 +317,25 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   int32_t* M = meta_host_.get();
   std::copy(tables.begin(), tables.end(), M + o_tables);
   std::copy(hide.begin(), hide.end(), M + o_hide);
+  for (int32_t j = 0; j < a.n_lag; ++j) {
+    const SequenceStep& s = batch.seqs[lag_seqs[j]];
+    const SeqPlan& p = plans[lag_seqs[j]];
+    const kv::LagPolicy& P = *s.policy;
+    for (int32_t l = 0; l < n_layers; ++l) {
+      kc::LagWork w;
+      w.table_offset = p.lag_table;
+      w.region = p.region;
+      w.n_due = s.compressed_layer(l) ? p.n_due : 0;
+      w.lag = P.lag;
+      w.keep = P.keep;
+      w.v_weight = P.score_v_weight;
+      w.end = s.lag_cache_len + p.n;
+      w.score_offset = static_cast<int32_t>(score_at[j]);
+      w.sel_offset = static_cast<int32_t>(p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * P.lag);
+      w.scratch_offset = static_cast<int32_t>(scratch_at[j]);
+      std::memcpy(M + a.o_works + (static_cast<int64_t>(l) * a.n_lag + j) * kWorkInts, &w, sizeof w);
+    }
+  }
   {
     int64_t row = 0, r = 0;
     int32_t di = 0;
@@ -338,19 +397,9 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   // Every buffer a launch uses is sized before the first launch: a buffer
   // that grew mid-step would be freed under kernels still queued.
   grew |= selected_.reserve(std::max<int64_t>(selected_bytes, 1));
-  {
-    int64_t score_floats = 1, scratch = 1;
-    for (int32_t si = 0; si < n_seqs; ++si) {
-      const SequenceStep& s = batch.seqs[si];
-      const SeqPlan& p = plans[si];
-      if (p.n_due == 0) continue;
-      score_floats = std::max<int64_t>(score_floats, static_cast<int64_t>(cfg_.n_kv_heads) * p.n_due * s.policy->lag);
-      scratch = std::max(scratch, kc::kv_compact_scratch_elems(cfg_.n_kv_heads, cfg_.head_dim, p.region,
-                                                               s.lag_cache_len + p.n));
-    }
-    grew |= scores_.reserve(score_floats);
-    grew |= compact_scratch_.reserve(scratch);
-  }
+  // Every entry of a layer runs at once: the sums, not the maxima.
+  grew |= scores_.reserve(std::max<int64_t>(score_floats, 1));
+  grew |= compact_scratch_.reserve(std::max<int64_t>(scratch_elems, 1));
   if (grew) graphs_.clear();  // they hold the old addresses
 
   if (!graph_step) {
@@ -369,7 +418,22 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     }
     it->second->launch(st);
   }
+  StepOutput out;
+  out.vocab_size = cfg_.vocab_size;
+  out.row_begin.push_back(0);
+  bool need_logits = false, sampling = false;
+  for (const SequenceStep& s : batch.seqs) {
+    out.row_begin.push_back(out.row_begin.back() + (s.all_logits ? static_cast<int32_t>(s.tokens.size()) : 1));
+    need_logits = need_logits || s.need_logits;
+    sampling = sampling || s.sampling != nullptr;
+  }
+  // The logits go down before sampling processes them in place.
   const size_t n_logits = static_cast<size_t>(n_rows) * cfg_.vocab_size;
+  if (need_logits) {
+    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.get(), logits_.get(), n_logits * sizeof(float),
+                                        cudaMemcpyDeviceToHost, st));
+  }
+  if (sampling) enqueue_sampling(batch, out.row_begin, n_rows);
   if (trace) {
     selected_host_.reserve(selected_bytes);
     LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
@@ -377,15 +441,11 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   }
   stream_.synchronize();
 
-  StepOutput out;
-  out.vocab_size = cfg_.vocab_size;
-  out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
-  out.row_begin.push_back(0);
-  {
-    int32_t row = 0;
-    for (const SequenceStep& s : batch.seqs) {
-      row += s.all_logits ? static_cast<int32_t>(s.tokens.size()) : 1;
-      out.row_begin.push_back(row);
+  if (need_logits) out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
+  if (sampling) {
+    out.tokens.assign(n_seqs, -1);
+    for (int32_t si = 0; si < n_seqs; ++si) {
+      if (batch.seqs[si].sampling != nullptr) out.tokens[si] = sampled_host_.get()[out.row_begin[si + 1] - 1];
     }
   }
   if (trace) {
@@ -415,7 +475,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
 }
 
 // Enqueues the decoder stack of a planned step on the stream, through the
-// logits' copy to the host (captured whole into a graph for decode steps).
+// logits (captured whole into a graph for decode steps).
 void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans,
                                const StackArgs& a) {
   const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
@@ -437,17 +497,19 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get(), T, qkv_dim, d, false);
     kc::qkv_rope_write(qkv_.get(), P.bqkv.size() > 0 ? P.bqkv.get() : nullptr, dmeta + o_pos,
                        inv_freq_.get(), dmeta + o_slots + l * T, kv, T, cfg_.n_heads, st);
-    // 1. Score and select the partitions this step makes due (every KV head):
-    // chunk queries need the selection for their mask.
-    for (int32_t si = 0; si < n_seqs; ++si) {
-      const SequenceStep& s = batch.seqs[si];
-      const SeqPlan& p = plans[si];
-      if (!s.compressed_layer(l) || p.n_due == 0) continue;
-      const kv::LagPolicy& pol = *s.policy;
-      kc::lag_score(kv, dtables + p.lag_table, p.region, p.n_due, pol.lag, pol.score_v_weight,
-                    scores_.get(), st);
-      kc::lag_select(scores_.get(), cfg_.n_kv_heads * p.n_due, pol.lag, pol.keep,
-                     selection(p, l, pol.lag), st);
+    // 1. Score and select the partitions this step makes due (every KV head,
+    // every sequence in one launch each): chunk queries need the selection
+    // for their mask.
+    bool lag_layer = false;
+    for (int32_t si = 0; si < n_seqs && a.n_lag > 0; ++si) {
+      lag_layer = lag_layer || (plans[si].n_due > 0 && batch.seqs[si].compressed_layer(l));
+    }
+    const auto* works = reinterpret_cast<const kc::LagWork*>(
+        dmeta + a.o_works + static_cast<int64_t>(l) * a.n_lag * kWorkInts);
+    if (lag_layer) {
+      kc::lag_score(kv, dtables, works, a.n_lag, a.max_due, a.max_lag, scores_.get(), st);
+      kc::lag_select(scores_.get(), works, a.n_lag, cfg_.n_kv_heads, a.max_due, a.max_lag,
+                     selected_.get(), st);
     }
     // 2. Decode tokens and short chunks: one launch for all their rows.
     if (n_decode > 0) {
@@ -479,13 +541,8 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
                             scale, due > 0 ? &mask : nullptr, st);
     }
     // 4. After attention, compaction: the selected entries and the tail move forward.
-    for (int32_t si = 0; si < n_seqs; ++si) {
-      const SequenceStep& s = batch.seqs[si];
-      const SeqPlan& p = plans[si];
-      if (!s.compressed_layer(l) || p.n_due == 0) continue;
-      const int32_t end = s.lag_cache_len + p.n;
-      kc::kv_compact(kv, dtables + p.lag_table, selection(p, l, s.policy->lag), p.region, p.n_due,
-                     s.policy->lag, end, compact_scratch_.get(), st);
+    if (lag_layer) {
+      kc::kv_compact(kv, dtables, works, a.n_lag, a.max_src, selected_.get(), compact_scratch_.get(), st);
     }
     kc::gemm_bf16_nt(blas_.get(), attn_.get(), P.wo.get(), x_.get(), T, d, q_dim, true);
     kc::rmsnorm(x_.get(), nullptr, P.ffn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
@@ -497,8 +554,91 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
-  const size_t n_logits = static_cast<size_t>(a.n_rows) * cfg_.vocab_size;
-  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.get(), logits_.get(), n_logits * sizeof(float),
+}
+
+void CudaBackend::enqueue_sampling(const StepBatch& batch, const std::vector<int32_t>& row_begin,
+                                   int64_t n_rows) {
+  // Per row: parameters and uniform; per list: CSR offsets over the rows and
+  // the entries. Rows nobody samples are greedy with empty lists (cheap, and
+  // their tokens are ignored).
+  std::vector<kc::SamplingRowParams> params(n_rows);
+  std::vector<float> u(n_rows, 0.f);
+  for (kc::SamplingRowParams& p : params) p.temperature = 0.f;
+  struct Csr {
+    std::vector<int32_t> offsets, ids, counts;
+    std::vector<float> values;
+  } prompt, output, bias, banned;
+  for (Csr* c : {&prompt, &output, &bias, &banned}) c->offsets.assign(n_rows + 1, 0);
+  std::vector<const DeviceSampling*> by_row(n_rows, nullptr);
+  for (size_t si = 0; si < batch.seqs.size(); ++si) {
+    if (batch.seqs[si].sampling != nullptr) by_row[row_begin[si + 1] - 1] = batch.seqs[si].sampling;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    if (const DeviceSampling* d = by_row[r]) {
+      kc::SamplingRowParams& p = params[r];
+      p.temperature = d->temperature;
+      p.top_k = d->top_k;
+      p.top_p = d->top_p;
+      p.min_p = d->min_p;
+      p.repetition_penalty = d->repetition_penalty;
+      p.presence_penalty = d->presence_penalty;
+      p.frequency_penalty = d->frequency_penalty;
+      u[r] = d->u;
+      prompt.ids.insert(prompt.ids.end(), d->prompt_tokens.begin(), d->prompt_tokens.end());
+      output.ids.insert(output.ids.end(), d->output_ids.begin(), d->output_ids.end());
+      output.counts.insert(output.counts.end(), d->output_counts.begin(), d->output_counts.end());
+      bias.ids.insert(bias.ids.end(), d->bias_ids.begin(), d->bias_ids.end());
+      bias.values.insert(bias.values.end(), d->bias_values.begin(), d->bias_values.end());
+      banned.ids.insert(banned.ids.end(), d->banned.begin(), d->banned.end());
+    }
+    for (Csr* c : {&prompt, &output, &bias, &banned}) c->offsets[r + 1] = static_cast<int32_t>(c->ids.size());
+  }
+
+  // One staging buffer, 16-byte aligned parts.
+  std::vector<std::pair<const void*, size_t>> parts;
+  auto add = [&](const auto& v) {
+    parts.emplace_back(v.data(), v.size() * sizeof(v[0]));
+    return parts.size() - 1;
+  };
+  const size_t i_params = add(params), i_u = add(u);
+  const size_t i_po = add(prompt.offsets), i_pi = add(prompt.ids);
+  const size_t i_oo = add(output.offsets), i_oi = add(output.ids), i_oc = add(output.counts);
+  const size_t i_bo = add(bias.offsets), i_bi = add(bias.ids), i_bv = add(bias.values);
+  const size_t i_no = add(banned.offsets), i_ni = add(banned.ids);
+  std::vector<size_t> at(parts.size());
+  size_t total = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    at[i] = total;
+    total += (parts[i].second + 15) / 16 * 16;
+  }
+  total = std::max<size_t>(total, 16);
+  sample_meta_host_.reserve(total);
+  sample_meta_.reserve(total);
+  sampled_.reserve(n_rows);
+  sampled_host_.reserve(n_rows);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i].second > 0) std::memcpy(sample_meta_host_.get() + at[i], parts[i].first, parts[i].second);
+  }
+  cudaStream_t st = stream_.get();
+  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sample_meta_.get(), sample_meta_host_.get(), total,
+                                      cudaMemcpyHostToDevice, st));
+  unsigned char* dev = sample_meta_.get();
+  auto ptr = [&](size_t i) { return reinterpret_cast<const int32_t*>(dev + at[i]); };
+  kc::SamplingTokenLists lists;
+  lists.prompt_offsets = ptr(i_po);
+  lists.prompt_ids = ptr(i_pi);
+  lists.output_offsets = ptr(i_oo);
+  lists.output_ids = ptr(i_oi);
+  lists.output_counts = ptr(i_oc);
+  lists.bias_offsets = ptr(i_bo);
+  lists.bias_ids = ptr(i_bi);
+  lists.bias_values = reinterpret_cast<const float*>(dev + at[i_bv]);
+  lists.banned_offsets = ptr(i_no);
+  lists.banned_ids = ptr(i_ni);
+  kc::sampling_sample(logits_.get(), static_cast<int32_t>(n_rows), cfg_.vocab_size,
+                      reinterpret_cast<const kc::SamplingRowParams*>(dev + at[i_params]), lists,
+                      reinterpret_cast<const float*>(dev + at[i_u]), logits_.get(), sampled_.get(), st);
+  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sampled_host_.get(), sampled_.get(), n_rows * sizeof(int32_t),
                                       cudaMemcpyDeviceToHost, st));
 }
 
