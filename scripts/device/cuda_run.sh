@@ -47,7 +47,6 @@ if [ "$WHAT" != tests ]; then
   Q=/tmp/qwen2.5-1.5b-shape
   [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" | tee "$OUT/make_model.txt"
   "$B/bench/bench_prefill_attention" --seq 32768 2>&1 | tee "$OUT/bench_prefill_attention.txt"
-  for m in 1 8; do "$B/bench/bench_gemm_skinny" --rows $m 2>&1 | tee "$OUT/bench_gemm_skinny_m$m.txt"; done
   python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
   "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
