@@ -14,7 +14,7 @@ namespace {
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxSplit = 512;  // keys per split, at most
-constexpr int kMinSplit = 64;
+constexpr int kMinSplit = 128;  // fewer, fuller splits for short contexts: a cheaper merge
 constexpr float kLog2e = 1.4426950408889634f;
 
 // 8 bf16 in a 16-byte word, widened to fp32.
@@ -259,27 +259,61 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   }
 }
 
-// One block of D threads per (query head, item): merges the splits.
+// One block of max(D, 32) threads per (query head, item): merges the splits.
+// The splits' weights go through shared memory a block at a time, so that a
+// thread's loads of its channel across splits are independent (no serial
+// chain of dependent loads per split).
 template <int D>
-__global__ void decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
-                             int64_t out_row_stride, int32_t n_heads, int32_t split_len,
-                             int32_t max_splits, const float* __restrict__ ws_acc,
-                             const float* __restrict__ ws_ml) {
+__host__ __device__ constexpr int merge_threads() {
+  return D < 32 ? 32 : D;
+}
+
+template <int D>
+__global__ void __launch_bounds__(merge_threads<D>())
+decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
+             int64_t out_row_stride, int32_t n_heads, int32_t split_len, int32_t max_splits,
+             const float* __restrict__ ws_acc, const float* __restrict__ ws_ml) {
+  constexpr int kT = merge_threads<D>();
+  __shared__ float f_s[kT], lf_s[kT], red[kT / 32];
   const DecodeItem item = items[blockIdx.y];
-  const int32_t h = blockIdx.x, c = threadIdx.x;
+  const int32_t h = blockIdx.x, c = threadIdx.x, lane = c % 32, warp = c / 32;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
-  if (n_splits <= 1) return;
+  if (n_splits <= 1) return;  // block-uniform
   const int64_t base = (static_cast<int64_t>(blockIdx.y) * n_heads + h) * max_splits;
   float m = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, ws_ml[(base + s) * 2]);
+  for (int32_t s = c; s < n_splits; s += kT) m = fmaxf(m, ws_ml[(base + s) * 2]);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  m = red[0];
+#pragma unroll
+  for (int w = 1; w < kT / 32; ++w) m = fmaxf(m, red[w]);
   float l = 0.f, o = 0.f;
-  for (int s = 0; s < n_splits; ++s) {
-    const float l_split = ws_ml[(base + s) * 2 + 1];
-    if (l_split == 0.f) continue;  // every key of the split hidden (m = -inf)
-    const float f = exp2f(ws_ml[(base + s) * 2] - m);
-    l += l_split * f;
-    o += ws_acc[(base + s) * D + c] * f;
+  for (int32_t s0 = 0; s0 < n_splits; s0 += kT) {
+    const int32_t s = s0 + c;
+    float f = 0.f, lf = 0.f;
+    if (s < n_splits) {
+      const float l_split = ws_ml[(base + s) * 2 + 1];
+      if (l_split > 0.f) {  // 0: every key of the split hidden (m = -inf)
+        f = exp2f(ws_ml[(base + s) * 2] - m);
+        lf = l_split * f;
+      }
+    }
+    f_s[c] = f;
+    lf_s[c] = lf;
+    __syncthreads();
+    const int32_t n = min(kT, n_splits - s0);
+    if (c < D) {
+      const float* acc = ws_acc + (base + s0) * D + c;
+#pragma unroll 8
+      for (int32_t j = 0; j < n; ++j) {
+        o = fmaf(f_s[j], acc[static_cast<int64_t>(j) * D], o);
+        l += lf_s[j];
+      }
+    }
+    __syncthreads();
   }
+  if (c >= D) return;
   out[static_cast<int64_t>(item.row) * out_row_stride + static_cast<int64_t>(h) * D + c] =
       __float2bfloat16(l > 0.f ? o / l : 0.f);
 }
@@ -307,7 +341,7 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   }
   LAGSERVE_CUDA_CHECK_LAUNCH();
   if (plan.max_splits > 1) {
-    decode_merge<D><<<dim3(n_heads, n_items), D, 0, stream>>>(
+    decode_merge<D><<<dim3(n_heads, n_items), merge_threads<D>(), 0, stream>>>(
         items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc, ws_ml);
     LAGSERVE_CUDA_CHECK_LAUNCH();
   }

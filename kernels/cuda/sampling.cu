@@ -298,7 +298,60 @@ void launch(const float* logits, int32_t n_rows, int32_t vocab, const SamplingRo
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
+// Greedy rows, wide: each CTA takes the argmax of a slice of a row and folds
+// it into the row's 64-bit key (order-preserving value bits, then the
+// complement of the id, so that the larger value and then the lower id win).
+constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxPerThread = 16;
+
+__device__ __forceinline__ unsigned long long argmax_key(float v, int32_t i) {
+  const uint32_t b = __float_as_uint(v);
+  const uint32_t ordered = (b & 0x80000000u) != 0 ? ~b : (b | 0x80000000u);
+  return (static_cast<unsigned long long>(ordered) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+
+__global__ __launch_bounds__(kArgmaxThreads) void argmax_slices_kernel(
+    const float* logits, int32_t vocab, unsigned long long* keys) {
+  const int32_t row = blockIdx.y;
+  const int64_t slice = static_cast<int64_t>(kArgmaxThreads) * kArgmaxPerThread;
+  const int32_t i0 = static_cast<int32_t>(blockIdx.x * slice);
+  const float* x = logits + static_cast<int64_t>(row) * vocab;
+  unsigned long long best = 0;
+  for (int32_t k = 0; k < kArgmaxPerThread; ++k) {
+    const int32_t i = i0 + k * kArgmaxThreads + threadIdx.x;
+    if (i < vocab) best = max(best, argmax_key(__ldg(x + i), i));
+  }
+  for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+  __shared__ unsigned long long warp_best[kArgmaxThreads / 32];
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) best = max(best, warp_best[w]);
+    atomicMax(keys + row, best);
+  }
+}
+
+__global__ void argmax_tokens_kernel(const unsigned long long* keys, int32_t n_rows, int32_t* tokens) {
+  const int32_t row = blockIdx.x * blockDim.x + threadIdx.x;
+  if (row < n_rows) tokens[row] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(keys[row]));
+}
+
 }  // namespace
+
+void sampling_argmax(const float* logits, int32_t n_rows, int32_t vocab, unsigned long long* keys,
+                     int32_t* tokens, cudaStream_t stream) {
+  if (n_rows <= 0) return;
+  if (vocab < 1) {
+    std::fprintf(stderr, "lagserve: sampling_argmax needs vocab >= 1, got %d\n", vocab);
+    std::abort();
+  }
+  LAGSERVE_CUDA_CHECK(cudaMemsetAsync(keys, 0, n_rows * sizeof(unsigned long long), stream));
+  const dim3 grid(blocks_for(vocab, kArgmaxThreads * kArgmaxPerThread), static_cast<unsigned>(n_rows));
+  argmax_slices_kernel<<<grid, kArgmaxThreads, 0, stream>>>(logits, vocab, keys);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
+  argmax_tokens_kernel<<<blocks_for(n_rows, 256), 256, 0, stream>>>(keys, n_rows, tokens);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
+}
 
 void sampling_process_logits(const float* logits, int32_t n_rows, int32_t vocab,
                              const SamplingRowParams* params, const SamplingTokenLists& lists,

@@ -70,4 +70,11 @@ void sampling_sample(const float* logits, int32_t n_rows, int32_t vocab,
                      const SamplingRowParams* params, const SamplingTokenLists& lists,
                      const float* u, float* processed, int32_t* tokens, cudaStream_t stream);
 
+// tokens[r] = the argmax of row r (ties -> lower id): sampling_sample's
+// result for greedy rows without bias, bans or penalties, with each row
+// spread over many CTAs (sampling_sample gives a row one CTA). keys: device
+// scratch of n_rows. Precondition: no NaN in logits.
+void sampling_argmax(const float* logits, int32_t n_rows, int32_t vocab, unsigned long long* keys,
+                     int32_t* tokens, cudaStream_t stream);
+
 }  // namespace lagserve::kernels::cuda

@@ -71,6 +71,7 @@ struct StackArgs {
 
 constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
 constexpr int64_t kWorkInts = sizeof(kc::LagWork) / sizeof(int32_t);
+constexpr float kGreedyTemperature = 1e-5f;  // as runtime::Sampler and the sampling kernel
 constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
 constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can capture it
 
@@ -132,6 +133,7 @@ class CudaBackend final : public Backend {
   DeviceArray<unsigned char> sample_meta_;  // sampling inputs of a step
   cuda::PinnedArray<unsigned char> sample_meta_host_;
   DeviceArray<int32_t> sampled_;
+  DeviceArray<unsigned long long> argmax_keys_;
   cuda::PinnedArray<int32_t> sampled_host_;
   bool use_graphs_ = true;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
@@ -570,8 +572,25 @@ void CudaBackend::enqueue_sampling(const StepBatch& batch, const std::vector<int
   } prompt, output, bias, banned;
   for (Csr* c : {&prompt, &output, &bias, &banned}) c->offsets.assign(n_rows + 1, 0);
   std::vector<const DeviceSampling*> by_row(n_rows, nullptr);
+  bool plain_greedy = true;  // every row: the argmax of the raw logits
   for (size_t si = 0; si < batch.seqs.size(); ++si) {
-    if (batch.seqs[si].sampling != nullptr) by_row[row_begin[si + 1] - 1] = batch.seqs[si].sampling;
+    const DeviceSampling* d = batch.seqs[si].sampling;
+    if (d == nullptr) continue;
+    by_row[row_begin[si + 1] - 1] = d;
+    plain_greedy = plain_greedy && d->temperature < kGreedyTemperature && d->repetition_penalty == 1.0f &&
+                   d->presence_penalty == 0.0f && d->frequency_penalty == 0.0f && d->bias_ids.empty() &&
+                   d->banned.empty();
+  }
+  cudaStream_t st = stream_.get();
+  sampled_.reserve(n_rows);
+  sampled_host_.reserve(n_rows);
+  if (plain_greedy) {
+    argmax_keys_.reserve(n_rows);
+    kc::sampling_argmax(logits_.get(), static_cast<int32_t>(n_rows), cfg_.vocab_size, argmax_keys_.get(),
+                        sampled_.get(), st);
+    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sampled_host_.get(), sampled_.get(), n_rows * sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, st));
+    return;
   }
   for (int64_t r = 0; r < n_rows; ++r) {
     if (const DeviceSampling* d = by_row[r]) {
@@ -614,12 +633,9 @@ void CudaBackend::enqueue_sampling(const StepBatch& batch, const std::vector<int
   total = std::max<size_t>(total, 16);
   sample_meta_host_.reserve(total);
   sample_meta_.reserve(total);
-  sampled_.reserve(n_rows);
-  sampled_host_.reserve(n_rows);
   for (size_t i = 0; i < parts.size(); ++i) {
     if (parts[i].second > 0) std::memcpy(sample_meta_host_.get() + at[i], parts[i].first, parts[i].second);
   }
-  cudaStream_t st = stream_.get();
   LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sample_meta_.get(), sample_meta_host_.get(), total,
                                       cudaMemcpyHostToDevice, st));
   unsigned char* dev = sample_meta_.get();

@@ -310,6 +310,46 @@ TEST(CudaBackend, SamplesOnTheDeviceAsTheHostSamplerDoes) {
   EXPECT_GE(same, draws - 1);
 }
 
+// A batch whose rows are all plain greedy takes the wide argmax path: each
+// token is the first argmax of its row of the same step.
+TEST(CudaBackend, GreedyBatchTakesTheArgmax) {
+  REQUIRE_GPU();
+  auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto gpu = cuda_backend(**m, 64);
+  ASSERT_NE(gpu, nullptr);
+  kv::BlockPool pool(gpu->n_blocks());
+  backend::DeviceSampling greedy;
+  greedy.temperature = 0.f;
+  std::vector<kv::SequenceCache> caches;
+  std::vector<std::vector<int32_t>> ids;
+  for (int k = 0; k < 5; ++k) {
+    caches.emplace_back(kv::LagPolicy{}, (*m)->config.n_layers, 16);
+    ids.push_back(testing_util::conformance_ids(9 + 5 * k, (*m)->config.vocab_size));
+  }
+  int checked = 0;
+  for (int step = 0; step < 12; ++step) {
+    backend::StepBatch b;
+    for (int k = 0; k < 5; ++k) {
+      const auto toks = step == 0 ? std::span<const int32_t>(ids[k]) : std::span<const int32_t>(ids[k]).last(1);
+      ASSERT_TRUE(caches[k].reserve(pool, static_cast<int32_t>(toks.size())).ok());
+      b.seqs.push_back(backend::SequenceStep::from_cache(caches[k], toks));
+      b.seqs.back().sampling = &greedy;
+    }
+    auto out = gpu->step(b);
+    ASSERT_TRUE(out.ok()) << out.status();
+    for (int k = 0; k < 5; ++k) {
+      caches[k].advance(pool, static_cast<int32_t>(b.seqs[k].tokens.size()));
+      const auto row = out->last_row(k);
+      EXPECT_EQ(out->tokens[k], std::max_element(row.begin(), row.end()) - row.begin());
+      ++checked;
+      ids[k].push_back(out->tokens[k]);
+    }
+  }
+  for (auto& c : caches) c.release(pool);
+  EXPECT_EQ(checked, 60);
+}
+
 TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {
   REQUIRE_GPU();
   auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-llama");

@@ -310,5 +310,42 @@ TEST_P(Sampling, MatchesCpuSampler) {
 
 INSTANTIATE_TEST_SUITE_P(Vocab, Sampling, ::testing::Values(1000, 32000, 151936));
 
+// The wide greedy path: the first argmax of each row (std::max_element, the
+// CPU reference), with the maximum tied across slices, negative rows, -inf,
+// and vocabularies that do not fill the last slice.
+TEST(SamplingArgmax, TakesTheFirstArgmaxOfEveryRow) {
+  LAGSERVE_REQUIRE_GPU();
+  for (int vocab : {1, 7, 4096, 4097, 151936}) {
+    std::mt19937 rng(vocab);
+    std::normal_distribution<float> nd(0.f, 3.f);
+    std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+    const int n_rows = 6;
+    std::vector<float> logits(static_cast<size_t>(n_rows) * vocab);
+    for (float& x : logits) x = nd(rng);
+    for (int r = 0; r < n_rows; ++r) {
+      float* row = logits.data() + static_cast<size_t>(r) * vocab;
+      if (r == 1) {  // the maximum at several ids, far apart
+        const float top = *std::max_element(row, row + vocab) + 1.f;
+        for (int32_t i : {vocab - 1, vocab / 2, vocab / 3}) row[i] = top;
+      } else if (r == 2) {  // all negative, some -inf
+        for (int i = 0; i < vocab; ++i) row[i] = -std::fabs(row[i]) - 1.f;
+        for (int k = 0; k < vocab / 3; ++k) row[id(rng)] = kNegInf;
+      } else if (r == 3) {  // all equal: id 0
+        std::fill(row, row + vocab, 0.25f);
+      }
+    }
+    DeviceArray<float> glogits(logits);
+    DeviceArray<unsigned long long> keys(n_rows);
+    DeviceArray<int32_t> tokens(n_rows);
+    tokens.poison();
+    sampling_argmax(glogits.get(), n_rows, vocab, keys.get(), tokens.get(), nullptr);
+    const std::vector<int32_t> got = tokens.download();
+    for (int r = 0; r < n_rows; ++r) {
+      const float* row = logits.data() + static_cast<size_t>(r) * vocab;
+      EXPECT_EQ(got[r], std::max_element(row, row + vocab) - row) << "vocab " << vocab << " row " << r;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lagserve::kernels::cuda
