@@ -40,10 +40,11 @@ struct DecodePlan {
   int32_t max_splits = 0;
 };
 
-// max_ctx: the largest ctx_len; total_ctx: their sum; sm_count: the device's
-// multiprocessors (enough splits to give each a few blocks).
-DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_kv_heads,
-                                 int32_t sm_count);
+// max_ctx: the largest ctx_len; total_ctx: their sum over the n_items items;
+// sm_count: the device's multiprocessors (the split length is chosen so that
+// the blocks fill whole waves).
+DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_items,
+                                 int32_t n_kv_heads, int32_t sm_count);
 
 // fp32 workspace that decode_attention needs for n_items under `plan`.
 int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int32_t n_heads,

@@ -73,6 +73,10 @@ constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
 constexpr int64_t kWorkInts = sizeof(kc::LagWork) / sizeof(int32_t);
 constexpr float kGreedyTemperature = 1e-5f;  // as runtime::Sampler and the sampling kernel
 constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
+// Decode graphs serve contexts up to a multiple of this (a new capture every
+// kGraphBucket steps of a batch: a few ms against seconds of decoding); the
+// split plan is taken for the bucket, so it stays close to the real lengths.
+constexpr int32_t kGraphBucket = 512;
 constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can capture it
 
 // Chunks of at most this many tokens, and every chunk of a model whose
@@ -388,11 +392,12 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   int32_t bucket = 0;
   if (n_decode > 0) {
     if (graph_step) {
-      bucket = 256;
-      while (bucket < max_ctx) bucket *= 2;
-      a.dplan = kc::decode_attention_plan(bucket, static_cast<int64_t>(bucket) * n_decode, cfg_.n_kv_heads, sm_count_);
+      bucket = (max_ctx + kGraphBucket - 1) / kGraphBucket * kGraphBucket;
+      a.dplan = kc::decode_attention_plan(bucket, static_cast<int64_t>(bucket) * n_decode, n_decode,
+                                          cfg_.n_kv_heads, sm_count_);
     } else {
-      a.dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), cfg_.n_kv_heads, sm_count_);
+      a.dplan = kc::decode_attention_plan(max_ctx, std::max(total_ctx[0], total_ctx[1]), n_decode,
+                                          cfg_.n_kv_heads, sm_count_);
     }
     grew |= decode_ws_.reserve(kc::decode_attention_workspace(a.dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
   }
