@@ -8,7 +8,6 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention_tc.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -65,8 +64,6 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   __shared__ uint8_t hidden_s[kMasked ? kMaxSplit : 1];
   __shared__ int32_t hide_lo_s, hide_hi_s;
 
-  pdl_wait();
-  pdl_launch_dependents();
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
   const int32_t begin = split * split_len;
@@ -279,8 +276,6 @@ decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
              const float* __restrict__ ws_acc, const float* __restrict__ ws_ml) {
   constexpr int kT = merge_threads<D>();
   __shared__ float f_s[kT], lf_s[kT], red[kT / 32];
-  pdl_wait();
-  pdl_launch_dependents();
   const DecodeItem item = items[blockIdx.y];
   const int32_t h = blockIdx.x, c = threadIdx.x, lane = c % 32, warp = c / 32;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
@@ -337,17 +332,19 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
     detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out,
                               out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, stream);
   } else if (selected == nullptr) {
-    launch_pdl(decode_partial<D, G, false>, grid, dim3(kThreads), 0, stream, kv, tables, items,
-               nullptr, q, q_row_stride, out, out_row_stride, n_heads,
-               scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    decode_partial<D, G, false><<<grid, kThreads, 0, stream>>>(
+        kv, tables, items, nullptr, q, q_row_stride, out, out_row_stride, n_heads,
+        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
   } else {
-    launch_pdl(decode_partial<D, G, true>, grid, dim3(kThreads), 0, stream, kv, tables, items,
-               selected, q, q_row_stride, out, out_row_stride, n_heads, scale * kLog2e,
-               plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    decode_partial<D, G, true><<<grid, kThreads, 0, stream>>>(
+        kv, tables, items, selected, q, q_row_stride, out, out_row_stride, n_heads,
+        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
   }
+  LAGSERVE_CUDA_CHECK_LAUNCH();
   if (plan.max_splits > 1) {
-    launch_pdl(decode_merge<D>, dim3(n_heads, n_items), dim3(merge_threads<D>()), 0, stream, items,
-               out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    decode_merge<D><<<dim3(n_heads, n_items), merge_threads<D>(), 0, stream>>>(
+        items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    LAGSERVE_CUDA_CHECK_LAUNCH();
   }
 }
 

@@ -15,7 +15,6 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/mma_sm80.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda::detail {
 namespace {
@@ -56,8 +55,6 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   const int g = lane / 4, t = lane % 4;
   bf16* const ring = reinterpret_cast<bf16*>(smem_raw) + warp * kStages * kStageElems;
 
-  pdl_wait();
-  pdl_launch_dependents();
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
   const int32_t begin = split * split_len;
@@ -253,9 +250,10 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   }();
   (void)configured;
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
-  launch_pdl(decode_partial_tc_kernel<D, G>, grid, dim3(kThreads), smem, stream, kv, tables, items,
-             q, q_row_stride, out, out_row_stride, n_heads, scale_log2, plan.split_len,
-             plan.max_splits, ws_acc, ws_ml);
+  decode_partial_tc_kernel<D, G><<<grid, kThreads, smem, stream>>>(
+      kv, tables, items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2,
+      plan.split_len, plan.max_splits, ws_acc, ws_ml);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
 template <int D>

@@ -1,7 +1,6 @@
 #include "kernels/cuda/rmsnorm.h"
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -24,8 +23,6 @@ __device__ float block_sum(float v) {
 
 __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
                                int64_t dim, float eps) {
-  pdl_wait();
-  pdl_launch_dependents();
   const int64_t r = blockIdx.x;
   const float* xr = x + (rows != nullptr ? rows[r] : r) * dim;
   float ss = 0.f;
@@ -43,8 +40,8 @@ __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float*
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, bf16* y, int64_t n_rows,
              int64_t dim, float eps, cudaStream_t stream) {
   if (n_rows == 0) return;
-  launch_pdl(rmsnorm_kernel, dim3(static_cast<unsigned>(n_rows)), dim3(kThreads), 0, stream, x, rows,
-             weight, y, dim, eps);
+  rmsnorm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, rows, weight, y, dim, eps);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lagserve::kernels::cuda

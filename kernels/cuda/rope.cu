@@ -1,7 +1,6 @@
 #include "kernels/cuda/rope.h"
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -14,8 +13,6 @@ constexpr int kThreads = 256;
 __global__ void qkv_rope_write_kernel(float* qkv, const float* bias, const int32_t* positions,
                                       const float* inv_freq, const int32_t* slots, PagedKvBf16 kv,
                                       int32_t n_heads) {
-  pdl_wait();
-  pdl_launch_dependents();
   const int64_t r = blockIdx.x;
   const int32_t d = kv.head_dim, half = d / 2, n_kv = kv.n_kv_heads;
   const int64_t width = static_cast<int64_t>(n_heads + 2 * n_kv) * d;
@@ -59,8 +56,9 @@ void qkv_rope_write(float* qkv, const float* bias, const int32_t* positions, con
                     const int32_t* slots, const PagedKvBf16& kv, int64_t n_rows, int32_t n_heads,
                     cudaStream_t stream) {
   if (n_rows == 0) return;
-  launch_pdl(qkv_rope_write_kernel, dim3(static_cast<unsigned>(n_rows)), dim3(kThreads), 0, stream,
-             qkv, bias, positions, inv_freq, slots, kv, n_heads);
+  qkv_rope_write_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(
+      qkv, bias, positions, inv_freq, slots, kv, n_heads);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lagserve::kernels::cuda

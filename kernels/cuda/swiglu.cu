@@ -1,7 +1,6 @@
 #include "kernels/cuda/swiglu.h"
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -9,8 +8,6 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_t d_ff) {
-  pdl_wait();
-  pdl_launch_dependents();
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (e >= n) return;
   const int64_t r = e / d_ff, i = e % d_ff;
@@ -23,8 +20,8 @@ __global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_
 void swiglu(const float* gate_up, bf16* out, int64_t n_rows, int64_t d_ff, cudaStream_t stream) {
   const int64_t n = n_rows * d_ff;
   if (n == 0) return;
-  launch_pdl(swiglu_kernel, dim3(blocks_for(n, kThreads)), dim3(kThreads), 0, stream, gate_up, out,
-             n, d_ff);
+  swiglu_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate_up, out, n, d_ff);
+  LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lagserve::kernels::cuda
