@@ -261,6 +261,34 @@ TEST_P(DecodeAttentionMasked, MatchesCpuReference) {
   }
 }
 
+// The split plan (host code, no GPU needed): lengths the kernels accept
+// (multiples of 64, 128 to 512 keys), splits that cover the longest item, and
+// of the lengths allowed the one whose blocks cost least in whole waves of two
+// blocks per multiprocessor (header: decode_attention_plan), here recomputed
+// for batches from one short sequence to 64 long ones.
+TEST(DecodeAttentionPlan, CoversTheItemsAndFillsWholeWaves) {
+  for (const int sms : {8, 132}) {
+    for (const auto& [n_items, ctx] : {std::pair{1, 100}, std::pair{1, 4097}, std::pair{32, 8448},
+                                       std::pair{32, 32768}, std::pair{64, 131072}, std::pair{7, 1000}}) {
+      SCOPED_TRACE(::testing::Message() << n_items << " items of " << ctx << " keys, " << sms << " SMs");
+      const int n_kv = 2;
+      const DecodePlan plan = decode_attention_plan(ctx, static_cast<int64_t>(ctx) * n_items, n_items, n_kv, sms);
+      EXPECT_EQ(plan.split_len % 64, 0);
+      EXPECT_GE(plan.split_len, 128);
+      EXPECT_LE(plan.split_len, 512);
+      EXPECT_GE(static_cast<int64_t>(plan.max_splits) * plan.split_len, ctx);
+      EXPECT_LT(static_cast<int64_t>(plan.max_splits - 1) * plan.split_len, ctx);
+      auto cost = [&](int64_t len) {
+        const int64_t blocks = int64_t{n_items} * ((ctx + len - 1) / len) * n_kv, wave = 2 * sms;
+        return (blocks + wave - 1) / wave * (len + 64);
+      };
+      for (int64_t len = 128; len <= 512; len += 128) {
+        EXPECT_LE(cost(plan.split_len), cost(len)) << "split " << plan.split_len << " against " << len;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DecodeAttentionMasked,
     ::testing::Values(
