@@ -364,7 +364,7 @@ Cut filter(const SamplingParams& p, SamplerScratch& s) {
 }
 
 // A draw among the ids that survive the cut, with probability proportional to
-// their weight. Two levels (block sums, then a walk inside one block) so that
+// their weight, at the uniform u01 in [0, 1) (Sampler::next_uniform). Two levels (block sums, then a walk inside one block) so that
 // no pass over the vocabulary is a serial chain of additions.
 int32_t draw(const Cut& cut, SamplerScratch& s, double u01) {
   std::span<const float> scaled(s.work), w(s.weights);
