@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "engine/backend/cuda/cuda_resources.h"
+#include "engine/backend/cuda/device_sampler.h"
 #include "engine/common/check.h"
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/embedding.h"
@@ -25,7 +26,6 @@
 #include "kernels/cuda/prefill_attention.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
-#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/swiglu.h"
 
 namespace lagserve::backend {
@@ -71,7 +71,6 @@ struct StackArgs {
 
 constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
 constexpr int64_t kWorkInts = sizeof(kc::LagWork) / sizeof(int32_t);
-constexpr float kGreedyTemperature = 1e-5f;  // as runtime::Sampler and the sampling kernel
 constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
 // Decode graphs serve contexts up to a multiple of this (a new capture every
 // kGraphBucket steps of a batch: a few ms against seconds of decoding); the
@@ -97,9 +96,6 @@ class CudaBackend final : public Backend {
   bool samples_on_device() const override { return true; }
 
  private:
-  // Enqueues the sampling of the rows whose sequence asked (after the stack,
-  // outside any graph): inputs up in one copy, the kernel, the tokens down.
-  void enqueue_sampling(const StepBatch& batch, const std::vector<int32_t>& row_begin, int64_t n_rows);
   // True when a buffer had to grow.
   bool reserve_activations(int64_t T, int64_t n_rows);
   void launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans, const StackArgs& a);
@@ -134,11 +130,7 @@ class CudaBackend final : public Backend {
   cuda::PinnedArray<float> logits_host_;
   cuda::PinnedArray<uint8_t> selected_host_;
   DeviceArray<uint8_t> blas_workspace_;
-  DeviceArray<unsigned char> sample_meta_;  // sampling inputs of a step
-  cuda::PinnedArray<unsigned char> sample_meta_host_;
-  DeviceArray<int32_t> sampled_;
-  DeviceArray<unsigned long long> argmax_keys_;
-  cuda::PinnedArray<int32_t> sampled_host_;
+  cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
@@ -440,7 +432,11 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.get(), logits_.get(), n_logits * sizeof(float),
                                         cudaMemcpyDeviceToHost, st));
   }
-  if (sampling) enqueue_sampling(batch, out.row_begin, n_rows);
+  if (sampling) {
+    std::vector<const DeviceSampling*> by_row(n_rows, nullptr);
+    for (int32_t si = 0; si < n_seqs; ++si) by_row[out.row_begin[si + 1] - 1] = batch.seqs[si].sampling;
+    sampler_.enqueue(by_row, logits_.get(), cfg_.vocab_size, st);
+  }
   if (trace) {
     selected_host_.reserve(selected_bytes);
     LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
@@ -452,7 +448,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   if (sampling) {
     out.tokens.assign(n_seqs, -1);
     for (int32_t si = 0; si < n_seqs; ++si) {
-      if (batch.seqs[si].sampling != nullptr) out.tokens[si] = sampled_host_.get()[out.row_begin[si + 1] - 1];
+      if (batch.seqs[si].sampling != nullptr) out.tokens[si] = sampler_.tokens()[out.row_begin[si + 1] - 1];
     }
   }
   if (trace) {
@@ -561,106 +557,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
-}
-
-void CudaBackend::enqueue_sampling(const StepBatch& batch, const std::vector<int32_t>& row_begin,
-                                   int64_t n_rows) {
-  // Per row: parameters and uniform; per list: CSR offsets over the rows and
-  // the entries. Rows nobody samples are greedy with empty lists (cheap, and
-  // their tokens are ignored).
-  std::vector<kc::SamplingRowParams> params(n_rows);
-  std::vector<float> u(n_rows, 0.f);
-  for (kc::SamplingRowParams& p : params) p.temperature = 0.f;
-  struct Csr {
-    std::vector<int32_t> offsets, ids, counts;
-    std::vector<float> values;
-  } prompt, output, bias, banned;
-  for (Csr* c : {&prompt, &output, &bias, &banned}) c->offsets.assign(n_rows + 1, 0);
-  std::vector<const DeviceSampling*> by_row(n_rows, nullptr);
-  bool plain_greedy = true;  // every row: the argmax of the raw logits
-  for (size_t si = 0; si < batch.seqs.size(); ++si) {
-    const DeviceSampling* d = batch.seqs[si].sampling;
-    if (d == nullptr) continue;
-    by_row[row_begin[si + 1] - 1] = d;
-    plain_greedy = plain_greedy && d->temperature < kGreedyTemperature && d->repetition_penalty == 1.0f &&
-                   d->presence_penalty == 0.0f && d->frequency_penalty == 0.0f && d->bias_ids.empty() &&
-                   d->banned.empty();
-  }
-  cudaStream_t st = stream_.get();
-  sampled_.reserve(n_rows);
-  sampled_host_.reserve(n_rows);
-  if (plain_greedy) {
-    argmax_keys_.reserve(n_rows);
-    kc::sampling_argmax(logits_.get(), static_cast<int32_t>(n_rows), cfg_.vocab_size, argmax_keys_.get(),
-                        sampled_.get(), st);
-    LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sampled_host_.get(), sampled_.get(), n_rows * sizeof(int32_t),
-                                        cudaMemcpyDeviceToHost, st));
-    return;
-  }
-  for (int64_t r = 0; r < n_rows; ++r) {
-    if (const DeviceSampling* d = by_row[r]) {
-      kc::SamplingRowParams& p = params[r];
-      p.temperature = d->temperature;
-      p.top_k = d->top_k;
-      p.top_p = d->top_p;
-      p.min_p = d->min_p;
-      p.repetition_penalty = d->repetition_penalty;
-      p.presence_penalty = d->presence_penalty;
-      p.frequency_penalty = d->frequency_penalty;
-      u[r] = d->u;
-      prompt.ids.insert(prompt.ids.end(), d->prompt_tokens.begin(), d->prompt_tokens.end());
-      output.ids.insert(output.ids.end(), d->output_ids.begin(), d->output_ids.end());
-      output.counts.insert(output.counts.end(), d->output_counts.begin(), d->output_counts.end());
-      bias.ids.insert(bias.ids.end(), d->bias_ids.begin(), d->bias_ids.end());
-      bias.values.insert(bias.values.end(), d->bias_values.begin(), d->bias_values.end());
-      banned.ids.insert(banned.ids.end(), d->banned.begin(), d->banned.end());
-    }
-    for (Csr* c : {&prompt, &output, &bias, &banned}) c->offsets[r + 1] = static_cast<int32_t>(c->ids.size());
-  }
-
-  // One staging buffer, 16-byte aligned parts.
-  std::vector<std::pair<const void*, size_t>> parts;
-  auto add = [&](const auto& v) {
-    parts.emplace_back(v.data(), v.size() * sizeof(v[0]));
-    return parts.size() - 1;
-  };
-  const size_t i_params = add(params), i_u = add(u);
-  const size_t i_po = add(prompt.offsets), i_pi = add(prompt.ids);
-  const size_t i_oo = add(output.offsets), i_oi = add(output.ids), i_oc = add(output.counts);
-  const size_t i_bo = add(bias.offsets), i_bi = add(bias.ids), i_bv = add(bias.values);
-  const size_t i_no = add(banned.offsets), i_ni = add(banned.ids);
-  std::vector<size_t> at(parts.size());
-  size_t total = 0;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    at[i] = total;
-    total += (parts[i].second + 15) / 16 * 16;
-  }
-  total = std::max<size_t>(total, 16);
-  sample_meta_host_.reserve(total);
-  sample_meta_.reserve(total);
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i].second > 0) std::memcpy(sample_meta_host_.get() + at[i], parts[i].first, parts[i].second);
-  }
-  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sample_meta_.get(), sample_meta_host_.get(), total,
-                                      cudaMemcpyHostToDevice, st));
-  unsigned char* dev = sample_meta_.get();
-  auto ptr = [&](size_t i) { return reinterpret_cast<const int32_t*>(dev + at[i]); };
-  kc::SamplingTokenLists lists;
-  lists.prompt_offsets = ptr(i_po);
-  lists.prompt_ids = ptr(i_pi);
-  lists.output_offsets = ptr(i_oo);
-  lists.output_ids = ptr(i_oi);
-  lists.output_counts = ptr(i_oc);
-  lists.bias_offsets = ptr(i_bo);
-  lists.bias_ids = ptr(i_bi);
-  lists.bias_values = reinterpret_cast<const float*>(dev + at[i_bv]);
-  lists.banned_offsets = ptr(i_no);
-  lists.banned_ids = ptr(i_ni);
-  kc::sampling_sample(logits_.get(), static_cast<int32_t>(n_rows), cfg_.vocab_size,
-                      reinterpret_cast<const kc::SamplingRowParams*>(dev + at[i_params]), lists,
-                      reinterpret_cast<const float*>(dev + at[i_u]), logits_.get(), sampled_.get(), st);
-  LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(sampled_host_.get(), sampled_.get(), n_rows * sizeof(int32_t),
-                                      cudaMemcpyDeviceToHost, st));
 }
 
 }  // namespace
