@@ -5,6 +5,8 @@
     bench_prefill_attention does (4 * T^2 / 2 * heads * d).
 (b) decode: B sequences, one query token each over T cached keys, same heads;
     effective TB/s of reading K and V once (B * T * 2 * kv_heads * d * 2 bytes).
+(c) HBM copy: a 4 GiB device-to-device copy, bytes read + written per second
+    (the roofline the decode benchmark divides by; --hbm-tbs there).
 
     python bench/kernels/sdpa_anchor.py --seq 32768 --batch 32
 """
@@ -86,6 +88,13 @@ def main() -> None:
     kv_bytes = B * T * 2 * HKV * D * 2
     print(f"sdpa {backend} decode B={B} T={T} heads={H}/{HKV} d={D}: {ms * 1e3:.0f} us, "
           f"{kv_bytes / (ms * 1e-3) / 1e12:.2f} TB/s (K and V read once)")
+    del q, k, v
+
+    # (c) HBM copy.
+    src = torch.empty(1 << 31, device=dev, dtype=torch.int16)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), args.iters)
+    print(f"hbm copy: {2 * src.numel() * 2 / (ms * 1e-3) / 1e12:.2f} TB/s")
 
 
 if __name__ == "__main__":

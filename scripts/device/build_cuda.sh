@@ -15,6 +15,6 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLAGSERVE_SERVER=OF
   -DLAGSERVE_TRAINER=OFF -DLAGSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" "$@" > /dev/null
 cmake --build build-gpu -j"$(nproc)" --target lagserve bench_cuda_decode bench_prefill_attention \
-  test_cuda_decode_attention test_cuda_layer_ops test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling \
+  test_cuda_decode_attention test_cuda_gemv test_cuda_layer_ops test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling \
   test_cuda_backend test_engine test_async_engine 2>&1 | grep -E "error|warning: unused|FAILED" || true
 test -x build-gpu/server/lagserve

@@ -35,12 +35,14 @@ run_test() {  # name [env...]
 }
 
 if [ "$WHAT" != bench ]; then
-  for t in test_cuda_layer_ops test_cuda_decode_attention test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling; do
+  for t in test_cuda_layer_ops test_cuda_gemv test_cuda_decode_attention test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling; do
     run_test $t
   done
   run_test test_cuda_backend
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
+  SUFFIX=_cuda_gemv run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMV=1
+  SUFFIX=_gemv run_test test_cuda_backend LAGSERVE_CUDA_GEMV=1
 fi
 
 if [ "$WHAT" != tests ]; then
@@ -48,12 +50,20 @@ if [ "$WHAT" != tests ]; then
   [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" | tee "$OUT/make_model.txt"
   "$B/bench/bench_prefill_attention" --seq 32768 2>&1 | tee "$OUT/bench_prefill_attention.txt"
   python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
-  "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
+  # The roofline is this GPU's measured copy bandwidth (4.25 TB/s on the H200 of GPU.md).
+  HBM=$(sed -n 's/^hbm copy: \([0-9.]*\) TB\/s/\1/p' "$OUT/sdpa_anchor.txt")
+  HBM_ARG="--hbm-tbs ${HBM:-4.25}"
+  "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
-  LAGSERVE_CUDA_GRAPHS=0 "$B/bench/bench_cuda_decode" --model "$Q" --batch 1 --context 4096 \
+  LAGSERVE_CUDA_GRAPHS=0 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
-  "$B/bench/bench_cuda_decode" --model "$Q" --batch 32 --context 32768 --steps 256 \
+  "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
+  # The skinny GEMMs (opt-in): batch 1 and 32.
+  LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 \
+    --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_gemv.txt"
+  LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
+    --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k_gemv.txt"
   [ -f "$GGUF" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
     -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
 fi

@@ -19,6 +19,7 @@
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/kv_compact.h"
 #include "kernels/cuda/lag_score.h"
 #include "kernels/cuda/lag_select.h"
@@ -54,6 +55,7 @@ struct SeqPlan {
   int32_t hide_upto = -1;                   // offset of its hide_upto array, -1: none
   int64_t selected = 0;                     // offset of its selection bytes (per layer after)
   bool rows_path = false;                   // its queries go through decode_attention, one item each
+  bool gemv = false;                        // one token: its row goes through the skinny GEMMs
 };
 
 // Where a step's parts are in the metadata buffer (int32 offsets), and its
@@ -61,7 +63,9 @@ struct SeqPlan {
 struct StackArgs {
   int64_t T = 0, n_rows = 0;
   int32_t n_decode = 0;
-  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_hide = 0, o_works = 0, o_tables = 0;
+  int64_t n_gemv = 0;  // rows 0..n_gemv-1: one-token sequences, through the skinny GEMMs
+  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_head = 0, o_hide = 0, o_works = 0,
+          o_tables = 0;
   bool masked_items = false;  // some decode item (a chunk row) hides unselected keys
   // LagKV work: n_lag sequences with due partitions, one LagWork each per
   // layer at o_works + (l * n_lag + j) * kWorkInts; grid maxima.
@@ -132,6 +136,17 @@ class CudaBackend final : public Backend {
   DeviceArray<uint8_t> blas_workspace_;
   cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;
+  // The skinny tensor-core GEMMs (kernels/cuda/gemv.h) for one-token rows,
+  // with the norms, RoPE and SwiGLU fused. Off unless LAGSERVE_CUDA_GEMV=1:
+  // on the H100 they gain 4% at batch 1 and lose 15% at batch 32
+  // (docs/cuda.md), and a row must take the same path at every batch size.
+  bool use_gemv_ = false;
+  DeviceArray<float> gemv_ws_;
+  DeviceArray<int32_t> gemv_counters_;
+  kc::GemvScratch gemv_scratch() const {
+    return {gemv_ws_.get(), static_cast<int64_t>(gemv_ws_.size()), gemv_counters_.get(),
+            static_cast<int64_t>(gemv_counters_.size())};
+  }
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 
@@ -139,6 +154,27 @@ absl::Status CudaBackend::init(const model::Model& model) {
   prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
   const char* env = std::getenv("LAGSERVE_CUDA_GRAPHS");
   use_graphs_ = opt_.cuda_graphs && !(env != nullptr && std::string(env) == "0");
+  {
+    const char* genv = std::getenv("LAGSERVE_CUDA_GEMV");
+    const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff;
+    const int64_t qkv_dim = q_dim + 2 * cfg_.kv_dim();
+    using E = kc::GemvEpilogue;
+    const std::pair<int64_t, int64_t> shapes[] = {{qkv_dim, d}, {d, q_dim}, {2 * ff, d}, {d, ff}, {cfg_.vocab_size, d}};
+    use_gemv_ = genv != nullptr && std::string(genv) == "1" &&
+                kc::gemv_supports(qkv_dim, d, E::kQkvRope, cfg_.head_dim) &&
+                kc::gemv_supports(d, q_dim, E::kAdd, 0) && kc::gemv_supports(2 * ff, d, E::kSwiglu, 0) &&
+                kc::gemv_supports(d, ff, E::kAdd, 0) && kc::gemv_supports(cfg_.vocab_size, d, E::kStore, 0);
+    if (use_gemv_) {
+      int64_t ws = 1, counters = 1;
+      for (const auto& [n, k] : shapes) {
+        ws = std::max(ws, kc::gemv_workspace_floats(n, k, sm_count_));
+        counters = std::max(counters, kc::gemv_counters(n));
+      }
+      gemv_ws_.reserve(ws);
+      gemv_counters_.reserve(counters);
+      LAGSERVE_CUDA_CHECK(cudaMemset(gemv_counters_.get(), 0, counters * sizeof(int32_t)));
+    }
+  }
   blas_workspace_.reserve(kBlasWorkspace);
   LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
   const auto& w = model.weights;
@@ -227,7 +263,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     if (s.sampling != nullptr && s.all_logits) {
       return absl::InvalidArgumentError("device sampling of a step that asks for all logits");
     }
-    p.row0 = static_cast<int32_t>(T);
     T += p.n;
     n_rows += s.all_logits ? p.n : 1;
     bool has_lag = false, has_full = false;
@@ -260,11 +295,23 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
       }
     }
     p.rows_path = p.n <= kRowsPathMaxTokens || !prefill_supported_;
+    p.gemv = use_gemv_ && p.n == 1;
     if (p.rows_path) {
       n_decode += p.n;
       max_ctx = std::max({max_ctx, s.cache_len + p.n, s.lag_cache_len + p.n});
       total_ctx[0] += static_cast<int64_t>(s.cache_len + p.n) * p.n;
       total_ctx[1] += static_cast<int64_t>((has_lag ? s.lag_cache_len : s.cache_len) + p.n) * p.n;
+    }
+  }
+  // Rows: the one-token sequences first (the skinny GEMMs take rows
+  // 0..n_gemv-1), then the chunks, each sequence's rows in order.
+  int64_t n_gemv = 0;
+  for (const SeqPlan& p : plans) n_gemv += p.gemv ? 1 : 0;
+  {
+    int32_t next_gemv = 0, next = static_cast<int32_t>(n_gemv);
+    for (SeqPlan& p : plans) {
+      p.row0 = p.gemv ? next_gemv++ : next;
+      if (!p.gemv) next += p.n;
     }
   }
   bool grew_activations = reserve_activations(T, n_rows);
@@ -277,11 +324,13 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   a.T = T;
   a.n_rows = n_rows;
   a.n_decode = n_decode;
+  a.n_gemv = n_gemv;
   a.o_pos = T;
   a.o_slots = 2 * T;
   a.o_items = a.o_slots + n_layers * T;
   a.o_rows = a.o_items + static_cast<int64_t>(n_layers) * n_decode * kItemInts;
-  a.o_hide = a.o_rows + n_rows;
+  a.o_head = a.o_rows + n_rows;  // one-token rows' logits: x rows, then logits rows
+  a.o_hide = a.o_head + 2 * n_gemv;
   std::vector<int32_t> lag_seqs;  // sequences with due partitions
   int64_t score_floats = 0, scratch_elems = 0;
   std::vector<int64_t> score_at, scratch_at;
@@ -335,12 +384,17 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     }
   }
   {
-    int64_t row = 0, r = 0;
+    int64_t row = 0, head = 0;
     int32_t di = 0;
     for (int32_t si = 0; si < n_seqs; ++si) {
       const SequenceStep& s = batch.seqs[si];
       const SeqPlan& p = plans[si];
-      for (int32_t i = 0; i < p.n; ++i, ++r) {
+      if (p.gemv) {
+        M[a.o_head + head] = p.row0;
+        M[a.o_head + n_gemv + head++] = static_cast<int32_t>(row);
+      }
+      for (int32_t i = 0; i < p.n; ++i) {
+        const int64_t r = p.row0 + i;
         M[o_tokens + r] = s.tokens[i];
         M[o_pos + r] = s.first_position + i;
         for (int32_t l = 0; l < n_layers; ++l) {
@@ -492,14 +546,49 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const int32_t* dmeta = meta_.get();
   const int32_t* dtables = dmeta + a.o_tables;
   const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
+  // Rows 0..G-1 (one token each) take the skinny GEMMs with their neighbours
+  // fused; rows G..T-1 (chunks) take RMSNorm, cuBLAS, RoPE and SwiGLU apart.
+  const int64_t G = a.n_gemv, C = T - G;
+  const kc::GemvScratch scratch = gemv_scratch();
+  auto gemv = [&](const bf16* w, int64_t N, int64_t K, const kc::GemvInput& in, const kc::GemvOutput& out,
+                  int64_t rows) { kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st); };
+  auto normed = [&](const float* weight) {
+    kc::GemvInput in;
+    in.x_norm = x_.get();
+    in.norm_weight = weight;
+    in.eps = cfg_.rms_eps;
+    return in;
+  };
+  auto add_to_x = [&] {
+    kc::GemvOutput out;
+    out.epilogue = kc::GemvEpilogue::kAdd;
+    out.y = x_.get();
+    out.y_ld = d;
+    return out;
+  };
   kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
   for (int32_t l = 0; l < n_layers; ++l) {
     const LayerParams& P = layers_[l];
     const kc::PagedKvBf16 kv = layer_kv(l);
-    kc::rmsnorm(x_.get(), nullptr, P.attn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
-    kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get(), T, qkv_dim, d, false);
-    kc::qkv_rope_write(qkv_.get(), P.bqkv.size() > 0 ? P.bqkv.get() : nullptr, dmeta + o_pos,
-                       inv_freq_.get(), dmeta + o_slots + l * T, kv, T, cfg_.n_heads, st);
+    const float* bqkv = P.bqkv.size() > 0 ? P.bqkv.get() : nullptr;
+    if (G > 0) {
+      kc::GemvOutput out;
+      out.epilogue = kc::GemvEpilogue::kQkvRope;
+      out.y = qkv_.get();
+      out.bias = bqkv;
+      out.positions = dmeta + o_pos;
+      out.inv_freq = inv_freq_.get();
+      out.slots = dmeta + o_slots + l * T;
+      out.kv = kv;
+      out.n_heads = cfg_.n_heads;
+      gemv(P.wqkv.get(), qkv_dim, d, normed(P.attn_norm.get()), out, G);
+    }
+    if (C > 0) {
+      kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
+      kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
+                         dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
+    }
     // 1. Score and select the partitions this step makes due (every KV head,
     // every sequence in one launch each): chunk queries need the selection
     // for their mask.
@@ -547,16 +636,42 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     if (lag_layer) {
       kc::kv_compact(kv, dtables, works, a.n_lag, a.max_src, selected_.get(), compact_scratch_.get(), st);
     }
-    kc::gemm_bf16_nt(blas_.get(), attn_.get(), P.wo.get(), x_.get(), T, d, q_dim, true);
-    kc::rmsnorm(x_.get(), nullptr, P.ffn_norm.get(), h_.get(), T, d, cfg_.rms_eps, st);
-    kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), T, 2 * ff, d, false);
-    kc::swiglu(gate_up_.get(), act_.get(), T, ff, st);
-    kc::gemm_bf16_nt(blas_.get(), act_.get(), P.w_down.get(), x_.get(), T, d, ff, true);
+    if (G > 0) {
+      kc::GemvInput in;
+      in.x = attn_.get();
+      gemv(P.wo.get(), d, q_dim, in, add_to_x(), G);
+      kc::GemvOutput out;
+      out.epilogue = kc::GemvEpilogue::kSwiglu;
+      out.act = act_.get();
+      gemv(P.w_gate_up.get(), 2 * ff, d, normed(P.ffn_norm.get()), out, G);
+      kc::GemvInput act;
+      act.x = act_.get();
+      gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
+    }
+    if (C > 0) {
+      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, true);
+      kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
+      kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
+      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, true);
+    }
   }
-  // Final norm over the rows whose logits were asked for, then the head.
-  kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
+  // Final norm over the rows whose logits were asked for, then the head; the
+  // one-token rows' logits come from the skinny GEMM (over the cuBLAS ones).
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
-  kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+  if (n_rows > G) {
+    kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
+    kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+  }
+  if (G > 0) {
+    kc::GemvInput in = normed(out_norm_.get());
+    in.rows = dmeta + a.o_head;
+    kc::GemvOutput out;
+    out.y = logits_.get();
+    out.y_ld = cfg_.vocab_size;
+    out.rows = dmeta + a.o_head + G;
+    gemv(head, cfg_.vocab_size, d, in, out, G);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,463 @@
+// gemv_bf16: y^T = w * a^T on mma.m16n8k16, w's rows (output features) as the
+// m16 side, the activation rows as n8 tiles (up to 4: 32 rows).
+//
+// A block owns two 16-feature tiles (a "pair": consecutive features, or the
+// gate and up features of SwiGLU, or the two rotation halves of a RoPE head)
+// and a share of K: its warps are (tile, K slice), and when the shape has too
+// few pairs to fill the GPU, blocks split K too and the last block of a pair
+// to finish sums the others' partial sums in a fixed order.
+//
+// Loads skip shared memory: within a 64-wide chunk of K, lane (g, t) reads
+// elements 8t..8t+7 and 32+8t..32+8t+7 of w rows g and g + 8 and of
+// activation row g (each load instruction covers whole 32-byte sectors), and
+// k16 step s takes elements 4s..4s+3 of those 16. That permutes K inside the
+// chunk, identically for both operands, so the dot products are unchanged.
+// w streams past L1 (it is read once); the activations stay there.
+#include "kernels/cuda/gemv.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/mma_sm80.h"
+
+namespace lagserve::kernels::cuda {
+namespace {
+
+constexpr int kMaxRows = 32;      // rows per launch: 4 n8 tiles
+constexpr int kMaxWarpSplit = 4;  // K slices inside a block (block = 2 x this many warps)
+constexpr int kMaxSplit = 16;     // K slices in all
+
+struct Split {
+  int32_t in_block = 1, blocks = 1;  // K slices per block, blocks per pair
+};
+
+// Slices of K: enough warps for about 16 per SM, each slice a multiple of
+// 16 and at least 64 long. Depends on the shape and the GPU only.
+Split plan_split(int64_t N, int64_t K, int32_t sm_count) {
+  const int64_t pairs = N / 32, target = 16LL * sm_count;
+  int32_t s = 1;
+  while (s < kMaxSplit && pairs * 2 * s < target && K % (16LL * s * 2) == 0 && K / (s * 2) >= 64) s *= 2;
+  Split sp;
+  sp.in_block = std::min(s, kMaxWarpSplit);
+  sp.blocks = s / sp.in_block;
+  return sp;
+}
+
+// Partial sums of one block: 2 tiles x 16 features x rows, and the rows' sums of squares.
+constexpr int64_t kBlockFloats = 2 * 16 * kMaxRows + kMaxRows;
+
+struct Args {
+  const bf16* w;
+  int32_t N, K, M;
+  GemvInput in;
+  GemvOutput out;
+  float* ws;
+  int32_t* counters;
+};
+
+__device__ __forceinline__ uint4 ldg16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint2 ldg8(const void* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+// Weights: read once, so they bypass L1.
+__device__ __forceinline__ uint4 ldw16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ldw8(const void* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& a, const uint4& b, int i) {
+  const uint4& v = i < 4 ? a : b;
+  switch (i & 3) {
+    case 0: return v.x;
+    case 1: return v.y;
+    case 2: return v.z;
+    default: return v.w;
+  }
+}
+
+// The two tiles of pair p: features base..base+15 and base+off..base+off+15.
+template <GemvEpilogue kOut>
+__device__ __forceinline__ void pair_features(const Args& a, int p, int& base, int& off) {
+  if constexpr (kOut == GemvEpilogue::kSwiglu) {
+    base = 16 * p;
+    off = a.N / 2;
+  } else if constexpr (kOut == GemvEpilogue::kQkvRope) {
+    const int d = a.out.kv.head_dim, per_head = d / 32;
+    base = (p / per_head) * d + 16 * (p % per_head);
+    off = d / 2;
+  } else {
+    base = 32 * p;
+    off = 16;
+  }
+}
+
+// Lane t's 16 activation values of one row in the chunk at k (elements
+// 8t.. and 32+8t.., as packed bf16 pairs), and with normalisation their sum
+// of squares.
+template <bool kNorm>
+__device__ __forceinline__ void load_x16(const Args& a, int64_t row, bool valid, int k, int t,
+                                         uint32_t (&xw)[8], float& ss) {
+  if (!valid) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) xw[i] = 0;
+    return;
+  }
+  if constexpr (kNorm) {
+    const float* xr = a.in.x_norm + row * a.K + k + 8 * t;
+    const float* nr = a.in.norm_weight + k + 8 * t;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = (i / 2) * 32 + (i % 2) * 4;  // 0, 4, 32, 36
+      const float4 x = __ldg(reinterpret_cast<const float4*>(xr + e)),
+                   n = __ldg(reinterpret_cast<const float4*>(nr + e));
+      ss += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+      xw[2 * i] = pack_bf16(x.x * n.x, x.y * n.y);
+      xw[2 * i + 1] = pack_bf16(x.z * n.z, x.w * n.w);
+    }
+  } else {
+    const bf16* xp = a.in.x + row * a.K + k + 8 * t;
+    const uint4 lo = ldg16(xp), hi = ldg16(xp + 32);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) xw[i] = word(lo, hi, i);
+  }
+}
+
+// 4 values at k: two bf16 words.
+template <bool kNorm>
+__device__ __forceinline__ void load_x4(const Args& a, int64_t row, bool valid, int k,
+                                        uint32_t (&xw)[2], float& ss) {
+  if (!valid) {
+    xw[0] = xw[1] = 0;
+    return;
+  }
+  if constexpr (kNorm) {
+    const float4 x = __ldg(reinterpret_cast<const float4*>(a.in.x_norm + row * a.K + k));
+    const float4 n = __ldg(reinterpret_cast<const float4*>(a.in.norm_weight + k));
+    ss += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+    xw[0] = pack_bf16(x.x * n.x, x.y * n.y);
+    xw[1] = pack_bf16(x.z * n.z, x.w * n.w);
+  } else {
+    const uint2 v = ldg8(a.in.x + row * a.K + k);
+    xw[0] = v.x;
+    xw[1] = v.y;
+  }
+}
+
+template <int NT, bool kNorm, GemvEpilogue kOut>
+__global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
+  constexpr int R = 8 * NT;
+  __shared__ float part[kMaxWarpSplit][2][16][R];
+  __shared__ float sq[kMaxWarpSplit][R];
+  __shared__ bool last;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int tile = warp & 1, ks = warp >> 1, in_block = blockDim.x / 64;
+  const int pair = blockIdx.x, kb = blockIdx.y, n_kb = gridDim.y;
+  int base, off;
+  pair_features<kOut>(a, pair, base, off);
+  const int f = base + (tile ? off : 0);
+  const int slice = a.K / (in_block * n_kb);
+  const int k0 = (kb * in_block + ks) * slice, k1 = k0 + slice;
+
+  const bf16* w0 = a.w + static_cast<int64_t>(f + g) * a.K;
+  const bf16* w1 = w0 + 8LL * a.K;
+  int64_t src[NT];
+  bool valid[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int r = nt * 8 + g;
+    valid[nt] = r < a.M;
+    src[nt] = valid[nt] ? (a.in.rows != nullptr ? a.in.rows[r] : r) : 0;
+  }
+  float acc[NT][4] = {};
+  float ss[NT] = {};
+
+  // The slice: groups of two 64-wide chunks, then maybe one chunk, then up
+  // to three 16-wide steps. The lone chunk's and the steps' loads go out
+  // first, and each group's loads go out while the previous group computes.
+  const int n_groups = (k1 - k0) / 128, k_one = k0 + 128 * n_groups;
+  const bool has_one = k_one + 64 <= k1;
+  const int k_tail = has_one ? k_one + 64 : k_one, n_tail = (k1 - k_tail) / 16;
+  auto load_chunk = [&](int k, uint4 (&q)[4]) {
+    q[0] = ldw16(w0 + k + 8 * t);
+    q[1] = ldw16(w0 + k + 32 + 8 * t);
+    q[2] = ldw16(w1 + k + 8 * t);
+    q[3] = ldw16(w1 + k + 32 + 8 * t);
+  };
+  auto compute_chunk = [&](int k, const uint4 (&q)[4]) {
+    uint32_t xw[NT][8];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) load_x16<kNorm>(a, src[nt], valid[nt], k, t, xw[nt], ss[nt]);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t af[4] = {word(q[0], q[1], 2 * s), word(q[2], q[3], 2 * s),
+                              word(q[0], q[1], 2 * s + 1), word(q[2], q[3], 2 * s + 1)};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mma_bf16(acc[nt], af, xw[nt][2 * s], xw[nt][2 * s + 1]);
+    }
+  };
+  uint4 one[4];
+  if (has_one) load_chunk(k_one, one);
+  uint2 tail[3][2];
+#pragma unroll
+  for (int j = 0; j < 3; ++j) {
+    if (j < n_tail) {
+      tail[j][0] = ldw8(w0 + k_tail + 16 * j + 4 * t);
+      tail[j][1] = ldw8(w1 + k_tail + 16 * j + 4 * t);
+    }
+  }
+  uint4 cur[2][4];
+  if (n_groups > 0) {
+    load_chunk(k0, cur[0]);
+    load_chunk(k0 + 64, cur[1]);
+  }
+  for (int gi = 0; gi < n_groups; ++gi) {
+    const int k = k0 + 128 * gi;
+    uint4 next[2][4];
+    if (gi + 1 < n_groups) {
+      load_chunk(k + 128, next[0]);
+      load_chunk(k + 192, next[1]);
+    }
+    compute_chunk(k, cur[0]);
+    compute_chunk(k + 64, cur[1]);
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) cur[c][i] = next[c][i];
+  }
+  if (has_one) compute_chunk(k_one, one);
+  // The 16-wide steps: lane (g, t) takes elements 4t..4t+3.
+#pragma unroll
+  for (int j = 0; j < 3; ++j) {
+    if (j < n_tail) {
+      const uint32_t af[4] = {tail[j][0].x, tail[j][1].x, tail[j][0].y, tail[j][1].y};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t xw[2];
+        load_x4<kNorm>(a, src[nt], valid[nt], k_tail + 16 * j + 4 * t, xw, ss[nt]);
+        mma_bf16(acc[nt], af, xw[0], xw[1]);
+      }
+    }
+  }
+
+  // The block's slices meet in shared memory, summed in slice order.
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    part[ks][tile][g][nt * 8 + 2 * t] = acc[nt][0];
+    part[ks][tile][g][nt * 8 + 2 * t + 1] = acc[nt][1];
+    part[ks][tile][g + 8][nt * 8 + 2 * t] = acc[nt][2];
+    part[ks][tile][g + 8][nt * 8 + 2 * t + 1] = acc[nt][3];
+    if constexpr (kNorm) {
+      float v = ss[nt];
+      v += __shfl_xor_sync(0xffffffffu, v, 1);
+      v += __shfl_xor_sync(0xffffffffu, v, 2);
+      if (tile == 0 && t == 0) sq[ks][nt * 8 + g] = v;
+    }
+  }
+  __syncthreads();
+  float* flat = &part[0][0][0][0];
+  for (int e = threadIdx.x; e < 2 * 16 * R; e += blockDim.x) {
+    float v = flat[e];
+    for (int j = 1; j < in_block; ++j) v += (&part[j][0][0][0])[e];
+    flat[e] = v;
+  }
+  if constexpr (kNorm) {
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+      float v = sq[0][r];
+      for (int j = 1; j < in_block; ++j) v += sq[j][r];
+      sq[0][r] = v;
+    }
+  }
+  __syncthreads();
+
+  // Blocks that split K: each leaves its sums in the workspace; the last of
+  // the pair adds them all up in block order.
+  if (n_kb > 1) {
+    float* mine = a.ws + (static_cast<int64_t>(pair) * n_kb + kb) * kBlockFloats;
+    for (int e = threadIdx.x; e < 2 * 16 * R; e += blockDim.x) mine[e] = flat[e];
+    if constexpr (kNorm) {
+      for (int r = threadIdx.x; r < R; r += blockDim.x) mine[2 * 16 * R + r] = sq[0][r];
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      last = atomicAdd(a.counters + pair, 1) == n_kb - 1;
+      if (last) a.counters[pair] = 0;  // ready for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float* all = a.ws + static_cast<int64_t>(pair) * n_kb * kBlockFloats;
+    for (int e = threadIdx.x; e < 2 * 16 * R; e += blockDim.x) {
+      float v = __ldcg(all + e);
+      for (int j = 1; j < n_kb; ++j) v += __ldcg(all + j * kBlockFloats + e);
+      flat[e] = v;
+    }
+    if constexpr (kNorm) {
+      for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        float v = __ldcg(all + 2 * 16 * R + r);
+        for (int j = 1; j < n_kb; ++j) v += __ldcg(all + j * kBlockFloats + 2 * 16 * R + r);
+        sq[0][r] = v;
+      }
+    }
+    __syncthreads();
+  }
+
+  // Epilogue; i (the feature in a tile) runs fastest so that writes coalesce.
+  auto scale = [&](int r) {
+    if constexpr (kNorm) return rsqrtf(sq[0][r] / static_cast<float>(a.K) + a.in.eps);
+    return 1.0f;
+  };
+  if constexpr (kOut == GemvEpilogue::kStore || kOut == GemvEpilogue::kAdd) {
+    for (int e = threadIdx.x; e < 2 * 16 * R; e += blockDim.x) {
+      const int i = e % 16, tl = (e / 16) % 2, r = e / 32;
+      if (r >= a.M) continue;
+      const float v = part[0][tl][i][r] * scale(r);
+      const int64_t row = a.out.rows != nullptr ? a.out.rows[r] : r;
+      float* y = a.out.y + row * a.out.y_ld + base + tl * off + i;
+      if constexpr (kOut == GemvEpilogue::kAdd) {
+        *y += v;
+      } else {
+        *y = v;
+      }
+    }
+  } else if constexpr (kOut == GemvEpilogue::kSwiglu) {
+    const int ff = a.N / 2;
+    for (int e = threadIdx.x; e < 16 * R; e += blockDim.x) {
+      const int i = e % 16, r = e / 16;
+      if (r >= a.M) continue;
+      const float sc = scale(r), gt = part[0][0][i][r] * sc, up = part[0][1][i][r] * sc;
+      a.out.act[static_cast<int64_t>(r) * ff + base + i] = __float2bfloat16(gt / (1.0f + __expf(-gt)) * up);
+    }
+  } else {  // kQkvRope
+    const PagedKvBf16& kv = a.out.kv;
+    const int d = kv.head_dim, h = base / d, i0 = base % d, n_kv = kv.n_kv_heads;
+    for (int e = threadIdx.x; e < 16 * R; e += blockDim.x) {
+      const int i = e % 16, r = e / 16;
+      if (r >= a.M) continue;
+      const float sc = scale(r);
+      float x1 = part[0][0][i][r] * sc, x2 = part[0][1][i][r] * sc;
+      if (a.out.bias != nullptr) {
+        x1 += a.out.bias[base + i];
+        x2 += a.out.bias[base + off + i];
+      }
+      if (h < a.out.n_heads + n_kv) {  // q and k rotate; v does not
+        float s, c;
+        // NOTE: fp32 product and sincosf, as qkv_rope_write.
+        sincosf(static_cast<float>(a.out.positions[r]) * a.out.inv_freq[i0 + i], &s, &c);
+        const float r1 = x1 * c - x2 * s, r2 = x2 * c + x1 * s;
+        x1 = r1;
+        x2 = r2;
+      }
+      float* y = a.out.y + static_cast<int64_t>(r) * a.N;
+      y[base + i] = x1;
+      y[base + off + i] = x2;
+      if (h >= a.out.n_heads) {
+        const int64_t slot = a.out.slots[r], block = slot / kv.block_size, in_block = slot % kv.block_size;
+        const bool is_k = h < a.out.n_heads + n_kv;
+        const int kh = is_k ? h - a.out.n_heads : h - a.out.n_heads - n_kv;
+        bf16* dst = (is_k ? kv.k : kv.v) + ((block * n_kv + kh) * kv.block_size + in_block) * d;
+        dst[i0 + i] = __float2bfloat16(x1);
+        dst[i0 + off + i] = __float2bfloat16(x2);
+      }
+    }
+  }
+}
+
+template <int NT, bool kNorm>
+void launch_epilogue(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
+  switch (a.out.epilogue) {
+    case GemvEpilogue::kStore: gemv_kernel<NT, kNorm, GemvEpilogue::kStore><<<grid, threads, 0, stream>>>(a); break;
+    case GemvEpilogue::kAdd: gemv_kernel<NT, kNorm, GemvEpilogue::kAdd><<<grid, threads, 0, stream>>>(a); break;
+    case GemvEpilogue::kSwiglu: gemv_kernel<NT, kNorm, GemvEpilogue::kSwiglu><<<grid, threads, 0, stream>>>(a); break;
+    case GemvEpilogue::kQkvRope: gemv_kernel<NT, kNorm, GemvEpilogue::kQkvRope><<<grid, threads, 0, stream>>>(a); break;
+  }
+}
+
+template <int NT>
+void launch_input(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
+  if (a.in.x_norm != nullptr) {
+    launch_epilogue<NT, true>(a, grid, threads, stream);
+  } else {
+    launch_epilogue<NT, false>(a, grid, threads, stream);
+  }
+}
+
+[[noreturn]] void gemv_fail(const char* what) {
+  std::fprintf(stderr, "gemv_bf16: %s\n", what);
+  std::abort();
+}
+
+}  // namespace
+
+bool gemv_supports(int64_t N, int64_t K, GemvEpilogue epilogue, int32_t head_dim) {
+  if (N <= 0 || K <= 0 || N % 32 != 0 || K % 16 != 0) return false;
+  if (N > (1LL << 30) || K > (1LL << 30)) return false;
+  if (epilogue == GemvEpilogue::kQkvRope) return head_dim > 0 && head_dim % 32 == 0 && N % head_dim == 0;
+  return true;
+}
+
+int64_t gemv_workspace_floats(int64_t N, int64_t K, int32_t sm_count) {
+  const Split sp = plan_split(N, K, sm_count);
+  return sp.blocks > 1 ? N / 32 * sp.blocks * kBlockFloats : 0;
+}
+
+void gemv_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const GemvOutput& out,
+               int64_t M, const GemvScratch& scratch, int32_t sm_count, cudaStream_t stream) {
+  if (M == 0) return;
+  if (!gemv_supports(N, K, out.epilogue, out.kv.head_dim)) gemv_fail("unsupported shape");
+  if ((in.x == nullptr) == (in.x_norm == nullptr)) gemv_fail("give exactly one of x and x_norm");
+  const Split sp = plan_split(N, K, sm_count);
+  if (sp.blocks > 1 && (scratch.workspace_floats < gemv_workspace_floats(N, K, sm_count) ||
+                        scratch.n_counters < gemv_counters(N))) {
+    gemv_fail("scratch too small for this shape");
+  }
+  Args a{w, static_cast<int32_t>(N), static_cast<int32_t>(K), 0, in, out, scratch.workspace, scratch.counters};
+  const dim3 grid(static_cast<unsigned>(N / 32), static_cast<unsigned>(sp.blocks));
+  const int threads = 64 * sp.in_block;
+  for (int64_t r0 = 0; r0 < M; r0 += kMaxRows) {
+    a.M = static_cast<int32_t>(std::min<int64_t>(kMaxRows, M - r0));
+    // Rows r0.. of the product: move every per-row pointer.
+    a.in = in;
+    if (in.rows != nullptr) {
+      a.in.rows = in.rows + r0;
+    } else if (in.x != nullptr) {
+      a.in.x = in.x + r0 * K;
+    } else {
+      a.in.x_norm = in.x_norm + r0 * K;
+    }
+    a.out = out;
+    switch (out.epilogue) {
+      case GemvEpilogue::kStore:
+      case GemvEpilogue::kAdd:
+        if (out.rows != nullptr) {
+          a.out.rows = out.rows + r0;
+        } else {
+          a.out.y = out.y + r0 * out.y_ld;
+        }
+        break;
+      case GemvEpilogue::kSwiglu: a.out.act = out.act + r0 * (N / 2); break;
+      case GemvEpilogue::kQkvRope:
+        a.out.y = out.y + r0 * N;
+        a.out.positions = out.positions + r0;
+        a.out.slots = out.slots + r0;
+        break;
+    }
+    switch ((a.M + 7) / 8) {
+      case 1: launch_input<1>(a, grid, threads, stream); break;
+      case 2: launch_input<2>(a, grid, threads, stream); break;
+      case 3: launch_input<3>(a, grid, threads, stream); break;
+      default: launch_input<4>(a, grid, threads, stream); break;
+    }
+    LAGSERVE_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace lagserve::kernels::cuda
