@@ -59,9 +59,9 @@ if [ "$WHAT" != tests ]; then
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
-  # The skinny GEMMs (opt-in): batch 1 and 32.
-  LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 \
-    --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_gemv.txt"
+  # The skinny GEMMs (on by default up to 8 sequences): off at batch 1, on at 32.
+  LAGSERVE_CUDA_GEMV=0 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 \
+    --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_cublas.txt"
   LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k_gemv.txt"
   [ -f "$GGUF" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \

@@ -2,6 +2,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -23,10 +24,42 @@ namespace {
 
 namespace k = lagserve::kernels;
 
+// x to the nearest bf16 (ties to even), as __float2bfloat16 does; NaN and
+// infinities pass.
+float round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+void round_bf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = round_bf16(x[i]);
+}
+void round_bf16(std::vector<float>& v) { round_bf16(v.data(), static_cast<int64_t>(v.size())); }
+
+// The model's weights with every matrix rounded to bf16 (norms and biases
+// stay fp32, as on the GPU).
+std::unique_ptr<model::ModelWeights> rounded_weights(const model::ModelWeights& w) {
+  auto r = std::make_unique<model::ModelWeights>(w);
+  round_bf16(r->tok_embd);
+  round_bf16(r->output);
+  for (model::LayerWeights& L : r->layers) {
+    round_bf16(L.wqkv);
+    round_bf16(L.wo);
+    round_bf16(L.w_gate_up);
+    round_bf16(L.w_down);
+  }
+  return r;
+}
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const model::Model& model, const CpuBackendOptions& opt, int32_t n_blocks)
       : model_(model), cfg_(model.config), opt_(opt), n_blocks_(n_blocks), pool_(opt.n_threads) {
+    if (opt.bf16_rounding) rounded_ = rounded_weights(model.weights);
     const int64_t per_layer = static_cast<int64_t>(n_blocks) * cfg_.kv_dim() * opt.block_size;
     // NOTE: new[] without () leaves pages untouched until used, so a large
     // cache costs nothing until it fills.
@@ -61,7 +94,14 @@ class CpuBackend final : public Backend {
             cfg_.n_kv_heads, opt_.block_size, cfg_.head_dim};
   }
 
+  const model::ModelWeights& weights() const { return rounded_ ? *rounded_ : model_.weights; }
+  // Rounds n values to bf16 when the options ask for it.
+  void maybe_round(float* x, int64_t n) const {
+    if (opt_.bf16_rounding) round_bf16(x, n);
+  }
+
   const model::Model& model_;
+  std::unique_ptr<model::ModelWeights> rounded_;  // bf16_rounding: the weights, rounded
   const model::ModelConfig& cfg_;
   CpuBackendOptions opt_;
   int32_t n_blocks_;
@@ -79,7 +119,7 @@ class CpuBackend final : public Backend {
 constexpr int32_t kDecodeBatchMaxTokens = 4;
 
 absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
-  const auto& w = model_.weights;
+  const model::ModelWeights& w = weights();
   const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
 
@@ -118,6 +158,7 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
     const model::LayerWeights& L = w.layers[l];
     // Attention block. qkv: [T, q_dim | kv_dim | kv_dim]
     k::rmsnorm(x_.data(), L.attn_norm.data(), h_.data(), T, d, cfg_.rms_eps);
+    maybe_round(h_.data(), T * d);
     k::matmul_nt(h_.data(), L.wqkv.data(), qkv_.data(), T, qkv_dim, d);
     if (!L.bqkv.empty()) {
       for (int64_t r = 0; r < T; ++r) {
@@ -128,6 +169,9 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
                  cfg_.rope_inv_freq.data());
     k::rope_neox(qkv_.data() + q_dim, T, qkv_dim, cfg_.n_kv_heads, cfg_.head_dim,
                  positions_.data(), cfg_.rope_inv_freq.data());
+    if (opt_.bf16_rounding) {  // K and V as the cache will hold them; q stays fp32
+      for (int64_t r = 0; r < T; ++r) round_bf16(qkv_.data() + r * qkv_dim + q_dim, 2 * kv_dim);
+    }
     // Sequences with a few new tokens and nothing to compact (decode) share
     // one parallel attention loop; the others run one by one.
     const k::PagedKv kv = layer_kv(l);
@@ -152,11 +196,14 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
     k::paged_attention_batch(kv, decode_items_.data(), static_cast<int32_t>(decode_items_.size()),
                              qkv_dim, cfg_.n_heads,
                              1.0f / std::sqrt(static_cast<float>(cfg_.head_dim)), &pool_);
+    maybe_round(attn_.data(), T * q_dim);
     k::matmul_nt(attn_.data(), L.wo.data(), x_.data(), T, d, q_dim, /*accumulate=*/true);
     // MLP block.
     k::rmsnorm(x_.data(), L.ffn_norm.data(), h_.data(), T, d, cfg_.rms_eps);
+    maybe_round(h_.data(), T * d);
     k::matmul_nt(h_.data(), L.w_gate_up.data(), gate_up_.data(), T, 2 * ff, d);
     k::swiglu(gate_up_.data(), act_.data(), T, ff);
+    maybe_round(act_.data(), T * ff);
     k::matmul_nt(act_.data(), L.w_down.data(), x_.data(), T, d, ff, /*accumulate=*/true);
   }
 
@@ -177,6 +224,7 @@ absl::StatusOr<StepOutput> CpuBackend::step(const StepBatch& batch) {
     }
   }
   k::rmsnorm(h_.data(), w.out_norm.data(), h_.data(), n_rows, d, cfg_.rms_eps);
+  maybe_round(h_.data(), n_rows * d);
   out.logits.resize(n_rows * cfg_.vocab_size);
   k::matmul_nt(h_.data(), w.output_head().data(), out.logits.data(), n_rows, cfg_.vocab_size, d);
   return out;

@@ -87,6 +87,9 @@ constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can c
 // decode attention (one launch for all of them).
 constexpr int32_t kRowsPathMaxTokens = 4;
 
+// Backends of at most this many sequences use the skinny GEMMs: one n8 tile.
+constexpr int32_t kGemvMaxSeqs = 8;
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const model::Model& model, const CudaBackendOptions& opt, int32_t sm_count)
@@ -129,6 +132,7 @@ class CudaBackend final : public Backend {
   DeviceArray<float> x_, qkv_, gate_up_, logits_, decode_ws_, scores_;
   DeviceArray<bf16> h_, attn_, act_, compact_scratch_;
   DeviceArray<int32_t> meta_;
+  DeviceArray<int32_t> decode_counters_;  // decode_attention's, kept zero between launches
   DeviceArray<uint8_t> selected_;
   cuda::PinnedArray<int32_t> meta_host_;
   cuda::PinnedArray<float> logits_host_;
@@ -137,9 +141,11 @@ class CudaBackend final : public Backend {
   cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;
   // The skinny tensor-core GEMMs (kernels/cuda/gemv.h) for one-token rows,
-  // with the norms, RoPE and SwiGLU fused. Off unless LAGSERVE_CUDA_GEMV=1:
-  // on the H100 they gain 4% at batch 1 and lose 15% at batch 32
-  // (docs/cuda.md), and a row must take the same path at every batch size.
+  // with the norms, RoPE and SwiGLU fused. On for a backend of at most
+  // kGemvMaxSeqs sequences: on the H100 they gain 5% at batch 1 but lose 15%
+  // at batch 32 (docs/cuda.md), and the choice is the backend's, never the
+  // step's, so that a row takes the same path at every batch size.
+  // LAGSERVE_CUDA_GEMV=0 / 1 forces it off / on.
   bool use_gemv_ = false;
   DeviceArray<float> gemv_ws_;
   DeviceArray<int32_t> gemv_counters_;
@@ -160,7 +166,9 @@ absl::Status CudaBackend::init(const model::Model& model) {
     const int64_t qkv_dim = q_dim + 2 * cfg_.kv_dim();
     using E = kc::GemvEpilogue;
     const std::pair<int64_t, int64_t> shapes[] = {{qkv_dim, d}, {d, q_dim}, {2 * ff, d}, {d, ff}, {cfg_.vocab_size, d}};
-    use_gemv_ = genv != nullptr && std::string(genv) == "1" &&
+    const bool forced_on = genv != nullptr && std::string(genv) == "1";
+    const bool forced_off = genv != nullptr && std::string(genv) == "0";
+    use_gemv_ = (forced_on || (!forced_off && opt_.max_seqs <= kGemvMaxSeqs)) &&
                 kc::gemv_supports(qkv_dim, d, E::kQkvRope, cfg_.head_dim) &&
                 kc::gemv_supports(d, q_dim, E::kAdd, 0) && kc::gemv_supports(2 * ff, d, E::kSwiglu, 0) &&
                 kc::gemv_supports(d, ff, E::kAdd, 0) && kc::gemv_supports(cfg_.vocab_size, d, E::kStore, 0);
@@ -172,7 +180,7 @@ absl::Status CudaBackend::init(const model::Model& model) {
       }
       gemv_ws_.reserve(ws);
       gemv_counters_.reserve(counters);
-      LAGSERVE_CUDA_CHECK(cudaMemset(gemv_counters_.get(), 0, counters * sizeof(int32_t)));
+      LAGSERVE_CUDA_CHECK(cudaMemsetAsync(gemv_counters_.get(), 0, counters * sizeof(int32_t), stream_.get()));
     }
   }
   blas_workspace_.reserve(kBlasWorkspace);
@@ -221,6 +229,7 @@ absl::Status CudaBackend::init(const model::Model& model) {
   if (opt_.poison_kv) {
     LAGSERVE_CUDA_CHECK(cudaMemset(k_cache_.get(), 0xFF, elems * sizeof(bf16)));
     LAGSERVE_CUDA_CHECK(cudaMemset(v_cache_.get(), 0xFF, elems * sizeof(bf16)));
+    LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // before any launch on the non-blocking stream
   }
   return absl::OkStatus();
 }
@@ -446,6 +455,11 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
                                           cfg_.n_kv_heads, sm_count_);
     }
     grew |= decode_ws_.reserve(kc::decode_attention_workspace(a.dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
+    const int64_t n_counters = kc::decode_attention_counters(n_decode, cfg_.n_kv_heads);
+    if (decode_counters_.reserve(n_counters)) {
+      grew = true;
+      LAGSERVE_CUDA_CHECK(cudaMemsetAsync(decode_counters_.get(), 0, n_counters * sizeof(int32_t), st));
+    }
   }
   // Every buffer a launch uses is sized before the first launch: a buffer
   // that grew mid-step would be freed under kernels still queued.
@@ -609,7 +623,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
           dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
       kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
                            q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
-                           decode_ws_.get(), st);
+                           decode_ws_.get(), decode_counters_.get(), st);
     }
     // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
     for (int32_t si = 0; si < n_seqs; ++si) {

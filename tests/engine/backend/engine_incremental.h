@@ -67,11 +67,13 @@ inline ForwardRun engine_forward(backend::Backend& be, const std::vector<int32_t
   return run;
 }
 
-// The same on a CPU backend (all cores) with a poisoned cache large enough for `ids`.
+// The same on a CPU backend (all cores) with a poisoned cache large enough for
+// `ids`; bf16_rounding: rounding where the CUDA backend keeps bf16 (CpuBackendOptions).
 inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
                                  const kv::LagPolicy& P, int chunk, int block_size,
-                                 int decode_tail = 0) {
+                                 int decode_tail = 0, bool bf16_rounding = false) {
   backend::CpuBackendOptions opt;
+  opt.bf16_rounding = bf16_rounding;
   opt.n_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   opt.block_size = block_size;
   // Twice the tokens: a policy with skip_layers holds a full and a compressed group.

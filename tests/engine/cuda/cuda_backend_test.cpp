@@ -1,9 +1,9 @@
 // The CUDA backend against the CPU backend on the same weights: the default
 // model teacher-forced over 2,000 positions of real text (prefill chunks,
 // then decode steps), with the KV policy off and on; top-1 agreement and the
-// positions kept by compaction. bf16 against fp32 may flip near-ties, hence
-// the 99% bounds (issue 6). Also a mixed batch in one step, sampling on the
-// device against the host sampler, and bad input.
+// positions kept by compaction, against the CPU rounding as the GPU does and
+// against plain fp32 (issue 6). Also a mixed batch in one step, sampling on
+// the device against the host sampler, and bad input.
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -59,60 +59,48 @@ int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-class DefaultModel : public ::testing::TestWithParam<std::string> {};
+// How a GPU run agrees with a CPU run of the same steps: top-1 per position,
+// kept positions per slot, and (printed, for the record in docs/cuda.md) where
+// the disagreements are: the first partition whose selection differs, the
+// top-1 agreement before the positions it can reach and after, and how close
+// the CPU's top two logits were where the top-1s differ.
+struct Agreement {
+  double top1 = 0, slots = 1;
+};
 
-TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
-  REQUIRE_GPU();
-  const std::string path = testing_util::conformance_model_path("default");
-  if (path.empty()) GTEST_SKIP() << "the default model is not cached (scripts/fetch_model.py)";
-  auto m = model::load_model(path);
-  ASSERT_TRUE(m.ok()) << m.status();
-  auto policy = kv::LagPolicy::parse(GetParam());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  const std::vector<int32_t> ids = text_ids(**m, 2000);
-  ASSERT_EQ(ids.size(), 2000u);
-  // 1,700 positions in prefill chunks of 160, the last 300 one token a step.
-  const ForwardRun cpu = engine_forward(**m, ids, *policy, 160, 16, 300);
-  auto gpu_be = cuda_backend(**m);
-  ASSERT_NE(gpu_be, nullptr);
-  const ForwardRun gpu = engine_forward(*gpu_be, ids, *policy, 160, 300);
-  ASSERT_EQ(gpu.logits.size(), cpu.logits.size());
+Agreement agreement(const ForwardRun& gpu, const ForwardRun& cpu, const kv::LagPolicy& policy,
+                    const std::string& label) {
+  Agreement a;
+  EXPECT_EQ(gpu.logits.size(), cpu.logits.size());
+  EXPECT_EQ(gpu.kept.size(), cpu.kept.size());
+  if (gpu.logits.size() != cpu.logits.size() || gpu.kept.size() != cpu.kept.size()) return {};
   int agree = 0;
   for (size_t i = 0; i < cpu.logits.size(); ++i) agree += argmax(gpu.logits[i]) == argmax(cpu.logits[i]);
-  const double rate = static_cast<double>(agree) / cpu.logits.size();
-  RecordProperty("top1_agreement", std::to_string(rate));
-  std::printf("policy %s: top-1 agreement %.4f over %zu positions\n", GetParam().c_str(), rate,
-              cpu.logits.size());
-  EXPECT_GE(rate, 0.99);
-
-  ASSERT_EQ(gpu.kept.size(), cpu.kept.size());
-  if (!policy->enabled) return;
-  ASSERT_GT(cpu.kept.size(), 0u);
+  a.top1 = static_cast<double>(agree) / cpu.logits.size();
+  std::printf("%s: top-1 agreement %.4f over %zu positions\n", label.c_str(), a.top1, cpu.logits.size());
+  if (!policy.enabled) return a;
+  EXPECT_GT(cpu.kept.size(), 0u);
   int64_t same = 0, total = 0;
-  for (const auto& [key, kept] : cpu.kept) {
-    auto it = gpu.kept.find(key);
-    ASSERT_NE(it, gpu.kept.end());
-    ASSERT_EQ(it->second.size(), kept.size());
-    const std::set<int32_t> a(kept.begin(), kept.end());
-    for (int32_t p : it->second) same += a.count(p);
-    total += static_cast<int64_t>(kept.size());
-  }
-  const double slot_rate = static_cast<double>(same) / total;
-  std::printf("policy %s: kept positions agree on %.4f of %lld slots\n", GetParam().c_str(),
-              slot_rate, static_cast<long long>(total));
-  // Where the disagreements are (printed, for the record in docs/cuda.md): the
-  // first partition whose selection differs anywhere, the top-1 agreement
-  // before the positions it can reach and after, and how close the CPU's top
-  // two logits were where the top-1s differ.
   int first_diff = std::numeric_limits<int>::max();
   for (const auto& [key, kept] : cpu.kept) {
-    if (gpu.kept.at(key) != kept) first_diff = std::min(first_diff, std::get<2>(key));
+    auto it = gpu.kept.find(key);
+    if (it == gpu.kept.end() || it->second.size() != kept.size()) {
+      ADD_FAILURE() << label << ": partition kept sets differ in size";
+      return {};
+    }
+    const std::set<int32_t> s(kept.begin(), kept.end());
+    for (int32_t p : it->second) same += s.count(p);
+    total += static_cast<int64_t>(kept.size());
+    if (it->second != kept) first_diff = std::min(first_diff, std::get<2>(key));
   }
+  a.slots = static_cast<double>(same) / total;
+  std::printf("%s: kept positions agree on %.4f of %lld slots\n", label.c_str(), a.slots,
+              static_cast<long long>(total));
   // A partition's selection first hides keys from the queries of the
   // partition after its reference one (DESIGN.md section 1).
   const int64_t reach = first_diff == std::numeric_limits<int>::max()
                             ? static_cast<int64_t>(cpu.logits.size())
-                            : policy->sink + (static_cast<int64_t>(first_diff) + 2) * policy->lag;
+                            : policy.sink + (static_cast<int64_t>(first_diff) + 2) * policy.lag;
   int before = 0, before_n = 0, after = 0, after_n = 0, near = 0, differ = 0;
   for (size_t i = 0; i < cpu.logits.size(); ++i) {
     const bool same_top = argmax(gpu.logits[i]) == argmax(cpu.logits[i]);
@@ -124,12 +112,48 @@ TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
     near += top2[0] - top2[1] < 0.5f;
     ++differ;
   }
-  std::printf("policy %s: first differing selection in partition %d (reaches position %lld); "
-              "top-1 agreement %d/%d before it, %d/%d after; %d of %d top-1 differences at a CPU "
-              "top-2 gap < 0.5\n",
-              GetParam().c_str(), first_diff, static_cast<long long>(reach), before, before_n,
-              after, after_n, near, differ);
-  EXPECT_GE(slot_rate, 0.99);
+  std::printf("%s: first differing selection in partition %d (reaches position %lld); top-1 "
+              "agreement %d/%d before it, %d/%d after; %d of %d top-1 differences at a CPU top-2 "
+              "gap < 0.5\n",
+              label.c_str(), first_diff, static_cast<long long>(reach), before, before_n, after,
+              after_n, near, differ);
+  return a;
+}
+
+class DefaultModel : public ::testing::TestWithParam<std::string> {};
+
+// Against two CPU references of the same steps: the CPU backend rounding to
+// bf16 where the GPU keeps bf16 (weights, GEMM inputs, the K/V cache), which
+// must agree on >= 99% of positions and kept slots with the policy off and
+// on; and the plain fp32 CPU backend. Against fp32, bf16 flips near-ties of
+// the LagKV top-k (about 1.5% of slots, measured), and once a selection
+// differs the two caches differ for the rest of the run: >= 99% top-1 holds
+// with the policy off, >= 97% is what the policy-on runs are held to
+// (docs/cuda.md has the measured figures).
+TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
+  REQUIRE_GPU();
+  const std::string path = testing_util::conformance_model_path("default");
+  if (path.empty()) GTEST_SKIP() << "the default model is not cached (scripts/fetch_model.py)";
+  auto m = model::load_model(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto policy = kv::LagPolicy::parse(GetParam());
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const std::vector<int32_t> ids = text_ids(**m, 2000);
+  ASSERT_EQ(ids.size(), 2000u);
+  // 1,700 positions in prefill chunks of 160, the last 300 one token a step.
+  auto gpu_be = cuda_backend(**m);
+  ASSERT_NE(gpu_be, nullptr);
+  const ForwardRun gpu = engine_forward(*gpu_be, ids, *policy, 160, 300);
+  const ForwardRun cpu_bf16 = engine_forward(**m, ids, *policy, 160, 16, 300, /*bf16_rounding=*/true);
+  const Agreement a = agreement(gpu, cpu_bf16, *policy, "policy " + GetParam() + " vs CPU bf16");
+  RecordProperty("top1_agreement", std::to_string(a.top1));
+  EXPECT_GE(a.top1, 0.99);
+  EXPECT_GE(a.slots, 0.99);
+  const ForwardRun cpu = engine_forward(**m, ids, *policy, 160, 16, 300);
+  const Agreement b = agreement(gpu, cpu, *policy, "policy " + GetParam() + " vs CPU fp32");
+  RecordProperty("top1_agreement_fp32", std::to_string(b.top1));
+  EXPECT_GE(b.top1, policy->enabled ? 0.97 : 0.99);
+  EXPECT_GE(b.slots, 0.97);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, DefaultModel,
