@@ -323,16 +323,14 @@ template <int D, int G>
 void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items, int32_t n_items,
             const DecodePlan& plan, const float* q, int64_t q_row_stride, bf16* out,
             int64_t out_row_stride, int32_t n_heads, float scale, const uint8_t* selected,
-            float* workspace, int32_t* counters, cudaStream_t stream) {
+            float* workspace, cudaStream_t stream) {
   const int64_t acc_floats = static_cast<int64_t>(n_items) * n_heads * plan.max_splits * D;
   float* ws_acc = workspace;
   float* ws_ml = workspace + acc_floats;
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
   if (selected == nullptr && detail::decode_tc_supported(kv, G)) {
     detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out,
-                              out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, counters,
-                              stream);
-    if (counters != nullptr) return;  // it merged its splits
+                              out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, stream);
   } else if (selected == nullptr) {
     decode_partial<D, G, false><<<grid, kThreads, 0, stream>>>(
         kv, tables, items, nullptr, q, q_row_stride, out, out_row_stride, n_heads,
@@ -354,12 +352,11 @@ template <int D>
 void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan, const float* q,
                   int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                  float scale, const uint8_t* selected, float* workspace, int32_t* counters,
-                  cudaStream_t stream) {
+                  float scale, const uint8_t* selected, float* workspace, cudaStream_t stream) {
 #define LAGSERVE_DECODE_CASE(G)                                                               \
   case G:                                                                                     \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out, out_row_stride, \
-                        n_heads, scale, selected, workspace, counters, stream);
+                        n_heads, scale, selected, workspace, stream);
   switch (group) {
     LAGSERVE_DECODE_CASE(1)
     LAGSERVE_DECODE_CASE(2)
@@ -412,21 +409,21 @@ void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const Decode
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
                       float scale, const uint8_t* selected, float* workspace,
-                      int32_t* counters, cudaStream_t stream) {
+                      cudaStream_t stream) {
   if (n_items == 0) return;
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 16) {
     launch_group<16>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, counters, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 32) {
     launch_group<32>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, counters, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 64) {
     launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, counters, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 128) {
     launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale, selected, workspace, counters, stream);
+                      out_row_stride, n_heads, scale, selected, workspace, stream);
   } else {
     std::fprintf(stderr, "lagserve: decode_attention supports head_dim 16, 32, 64 and 128, got %d\n",
                  kv.head_dim);

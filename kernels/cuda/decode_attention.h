@@ -50,12 +50,6 @@ DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_i
 int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int32_t n_heads,
                                    int32_t head_dim);
 
-// int32 counters decode_attention may use for n_items: zero before the first
-// call, and every call leaves them zero.
-inline int64_t decode_attention_counters(int32_t n_items, int32_t n_kv_heads) {
-  return static_cast<int64_t>(n_items) * n_kv_heads;
-}
-
 // For each item: out[row, h, :] = softmax(scale * q[row, h, :] . K[j]) V[j] over
 // cache indices j in [0, ctx_len), query head h reading kv head
 // h / (n_heads / n_kv_heads). q fp32 with row stride q_row_stride (the
@@ -69,13 +63,10 @@ inline int64_t decode_attention_counters(int32_t n_items, int32_t n_kv_heads) {
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,
 // group size 1..8.
-// counters (decode_attention_counters of them, or null): with them, the
-// tensor-core kernel merges the splits itself (the last block of an item's
-// KV head to finish merges them, in split order), one launch instead of two.
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
                       float scale, const uint8_t* selected, float* workspace,
-                      int32_t* counters, cudaStream_t stream);
+                      cudaStream_t stream);
 
 }  // namespace lagserve::kernels::cuda

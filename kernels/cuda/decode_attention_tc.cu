@@ -42,7 +42,7 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                          int64_t q_row_stride, bf16* __restrict__ out, int64_t out_row_stride,
                          int32_t n_heads, float scale_log2, int32_t split_len,
                          int32_t max_splits, float* __restrict__ ws_acc,
-                         float* __restrict__ ws_ml, int32_t* __restrict__ counters) {
+                         float* __restrict__ ws_ml) {
   static_assert(G >= 1 && G <= 8, "query heads per kv head");
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
   constexpr int kKSteps = D / 16;   // k16 steps of Q K^T
@@ -232,46 +232,13 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
       }
     }
   }
-  if (n_splits == 1 || counters == nullptr) return;
-
-  // The last block of this (item, KV head) to get here merges every split,
-  // in split order (the same sums whichever block is last), as decode_merge.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    int32_t* counter = counters + static_cast<int64_t>(blockIdx.z) * n_kv + kvh;
-    last = atomicAdd(counter, 1) == n_splits - 1;
-    if (last) *counter = 0;  // ready for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int e = tid; e < G * D; e += kThreads) {
-    const int hg = e / D, c = e % D;
-    const int32_t h = kvh * G + hg;
-    const int64_t base = (static_cast<int64_t>(blockIdx.z) * n_heads + h) * max_splits;
-    float m = -INFINITY;
-    for (int32_t s = 0; s < n_splits; ++s) m = fmaxf(m, __ldcg(ws_ml + (base + s) * 2));
-    float o = 0.f, l = 0.f;
-    for (int32_t s = 0; s < n_splits; ++s) {
-      const float l_split = __ldcg(ws_ml + (base + s) * 2 + 1);
-      if (l_split > 0.f) {  // 0: every key of the split hidden (m = -inf)
-        const float f = exp2f(__ldcg(ws_ml + (base + s) * 2) - m);
-        o = fmaf(f, __ldcg(ws_acc + (base + s) * D + c), o);
-        l += l_split * f;
-      }
-    }
-    out[static_cast<int64_t>(item.row) * out_row_stride + static_cast<int64_t>(h) * D + c] =
-        __float2bfloat16(l > 0.f ? o / l : 0.f);
-  }
 }
 
 template <int D, int G>
 void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
             int32_t n_items, const DecodePlan& plan, const float* q, int64_t q_row_stride,
             bf16* out, int64_t out_row_stride, int32_t n_heads, float scale_log2, float* ws_acc,
-            float* ws_ml, int32_t* counters, cudaStream_t stream) {
+            float* ws_ml, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
@@ -285,7 +252,7 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
   decode_partial_tc_kernel<D, G><<<grid, kThreads, smem, stream>>>(
       kv, tables, items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2,
-      plan.split_len, plan.max_splits, ws_acc, ws_ml, counters);
+      plan.split_len, plan.max_splits, ws_acc, ws_ml);
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -294,12 +261,12 @@ void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan,
                   const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
                   int32_t n_heads, float scale_log2, float* ws_acc, float* ws_ml,
-                  int32_t* counters, cudaStream_t stream) {
+                  cudaStream_t stream) {
   switch (group) {
 #define LAGSERVE_DECODE_TC_CASE(G)                                                           \
   case G:                                                                                    \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out,              \
-                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, counters, stream);
+                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
     LAGSERVE_DECODE_TC_CASE(1)
     LAGSERVE_DECODE_TC_CASE(2)
     LAGSERVE_DECODE_TC_CASE(3)
@@ -324,15 +291,14 @@ bool decode_tc_supported(const PagedKvBf16& kv, int32_t group) {
 void decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                        int32_t n_items, const DecodePlan& plan, const float* q,
                        int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                       float scale_log2, float* ws_acc, float* ws_ml, int32_t* counters,
-                       cudaStream_t stream) {
+                       float scale_log2, float* ws_acc, float* ws_ml, cudaStream_t stream) {
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 64) {
     launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, counters, stream);
+                     out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
   } else {
     launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, counters, stream);
+                      out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
   }
 }
 

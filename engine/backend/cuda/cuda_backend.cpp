@@ -132,7 +132,6 @@ class CudaBackend final : public Backend {
   DeviceArray<float> x_, qkv_, gate_up_, logits_, decode_ws_, scores_;
   DeviceArray<bf16> h_, attn_, act_, compact_scratch_;
   DeviceArray<int32_t> meta_;
-  DeviceArray<int32_t> decode_counters_;  // decode_attention's, kept zero between launches
   DeviceArray<uint8_t> selected_;
   cuda::PinnedArray<int32_t> meta_host_;
   cuda::PinnedArray<float> logits_host_;
@@ -455,11 +454,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
                                           cfg_.n_kv_heads, sm_count_);
     }
     grew |= decode_ws_.reserve(kc::decode_attention_workspace(a.dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
-    const int64_t n_counters = kc::decode_attention_counters(n_decode, cfg_.n_kv_heads);
-    if (decode_counters_.reserve(n_counters)) {
-      grew = true;
-      LAGSERVE_CUDA_CHECK(cudaMemsetAsync(decode_counters_.get(), 0, n_counters * sizeof(int32_t), st));
-    }
   }
   // Every buffer a launch uses is sized before the first launch: a buffer
   // that grew mid-step would be freed under kernels still queued.
@@ -623,7 +617,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
           dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
       kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
                            q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
-                           decode_ws_.get(), decode_counters_.get(), st);
+                           decode_ws_.get(), st);
     }
     // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
     for (int32_t si = 0; si < n_seqs; ++si) {

@@ -123,13 +123,13 @@ Agreement agreement(const ForwardRun& gpu, const ForwardRun& cpu, const kv::LagP
 class DefaultModel : public ::testing::TestWithParam<std::string> {};
 
 // Against two CPU references of the same steps: the CPU backend rounding to
-// bf16 where the GPU keeps bf16 (weights, GEMM inputs, the K/V cache), which
-// must agree on >= 99% of positions and kept slots with the policy off and
-// on; and the plain fp32 CPU backend. Against fp32, bf16 flips near-ties of
-// the LagKV top-k (about 1.5% of slots, measured), and once a selection
-// differs the two caches differ for the rest of the run: >= 99% top-1 holds
-// with the policy off, >= 97% is what the policy-on runs are held to
-// (docs/cuda.md has the measured figures).
+// bf16 where the GPU keeps bf16 (weights, GEMM inputs, the K/V cache), held
+// to issue 6's >= 99% of positions and kept slots, policy off and on; and the
+// plain fp32 CPU backend, held to 99% with the policy off and 97% with it on.
+// With the policy on, near-ties of the LagKV top-k flip, and once a
+// selection differs the two caches differ for the rest of the run; the
+// policy-on cases do not reach 99% against either reference yet (figures and
+// what is known of the cause in docs/cuda.md).
 TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
   REQUIRE_GPU();
   const std::string path = testing_util::conformance_model_path("default");

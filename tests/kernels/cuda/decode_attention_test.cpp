@@ -80,34 +80,24 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
   for (int len : c.ctx) max_ctx = std::max(max_ctx, len), total += len;
   const DecodePlan plan = decode_attention_plan(max_ctx, total, n_items, c.n_kv_heads, c.sm_count);
   DeviceArray<float> ws(decode_attention_workspace(plan, n_items, c.n_heads, d));
+  ws.poison();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
-  // The splits merged by a second kernel, then by the partial kernel's last
-  // block (with counters); the counters are left zero.
-  DeviceArray<int32_t> counters(decode_attention_counters(n_items, c.n_kv_heads));
-  LAGSERVE_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.size() * sizeof(int32_t)));
-  for (const bool fused : {false, true}) {
-    gout.poison();
-    ws.poison();
-    decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                     q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(),
-                     fused ? counters.get() : nullptr, nullptr);
-    const std::vector<float> got = lagserve::testing::to_float(gout.download());
-    for (int32_t v : counters.download()) ASSERT_EQ(v, 0);
+  decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
+                   q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), nullptr);
+  const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
-    for (int i = 0; i < n_items; ++i) {
-      const DecodeItem& it = items[i];
-      std::vector<float> ref(q_dim);
-      // q unrounded: the kernel reads it in fp32.
-      kernels::paged_attention_reference(cpu_kv, tables.data() + it.table_offset, it.ctx_len,
-                                         q.data() + static_cast<size_t>(it.row) * q_dim, q_dim,
-                                         ref.data(), 1, c.n_heads, scale);
-      const std::vector<float> mine(got.begin() + static_cast<size_t>(it.row) * q_dim,
-                                    got.begin() + static_cast<size_t>(it.row + 1) * q_dim);
-      EXPECT_LT(lagserve::testing::max_rel_err(mine, ref), 1e-2)
-          << "item " << i << " ctx " << it.ctx_len << " split_len " << plan.split_len
-          << (fused ? " (merged in the partial kernel)" : "");
-    }
+  for (int i = 0; i < n_items; ++i) {
+    const DecodeItem& it = items[i];
+    std::vector<float> ref(q_dim);
+    // q unrounded: the kernel reads it in fp32.
+    kernels::paged_attention_reference(cpu_kv, tables.data() + it.table_offset, it.ctx_len,
+                                       q.data() + static_cast<size_t>(it.row) * q_dim, q_dim,
+                                       ref.data(), 1, c.n_heads, scale);
+    const std::vector<float> mine(got.begin() + static_cast<size_t>(it.row) * q_dim,
+                                  got.begin() + static_cast<size_t>(it.row + 1) * q_dim);
+    EXPECT_LT(lagserve::testing::max_rel_err(mine, ref), 1e-2)
+        << "item " << i << " ctx " << it.ctx_len << " split_len " << plan.split_len;
   }
 }
 
@@ -238,7 +228,7 @@ TEST_P(DecodeAttentionMasked, MatchesCpuReference) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), /*counters=*/nullptr, nullptr);
+                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
   for (int s = 0; s < n_seqs; ++s) {
