@@ -120,7 +120,12 @@ Agreement agreement(const ForwardRun& gpu, const ForwardRun& cpu, const kv::LagP
   return a;
 }
 
-class DefaultModel : public ::testing::TestWithParam<std::string> {};
+// A policy, and the prompt chunk: 160 takes the prefill kernel; 4 takes
+// every prompt position through the decode kernel's rows (whose Q and
+// probabilities keep about 16 mantissa bits on the tensor cores, where the
+// prefill kernel's are bf16), which tells whether the prefill kernel's
+// arithmetic is what separates the two backends with the policy on.
+class DefaultModel : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
 
 // Against two CPU references of the same steps: the CPU backend rounding to
 // bf16 where the GPU keeps bf16 (weights, GEMM inputs, the K/V cache), held
@@ -136,29 +141,33 @@ TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
   if (path.empty()) GTEST_SKIP() << "the default model is not cached (scripts/fetch_model.py)";
   auto m = model::load_model(path);
   ASSERT_TRUE(m.ok()) << m.status();
-  auto policy = kv::LagPolicy::parse(GetParam());
+  const auto& [spec, chunk] = GetParam();
+  auto policy = kv::LagPolicy::parse(spec);
   ASSERT_TRUE(policy.ok()) << policy.status();
   const std::vector<int32_t> ids = text_ids(**m, 2000);
   ASSERT_EQ(ids.size(), 2000u);
-  // 1,700 positions in prefill chunks of 160, the last 300 one token a step.
+  // 1,700 positions in prompt chunks, the last 300 one token a step.
   auto gpu_be = cuda_backend(**m);
   ASSERT_NE(gpu_be, nullptr);
-  const ForwardRun gpu = engine_forward(*gpu_be, ids, *policy, 160, 300);
-  const ForwardRun cpu_bf16 = engine_forward(**m, ids, *policy, 160, 16, 300, /*bf16_rounding=*/true);
-  const Agreement a = agreement(gpu, cpu_bf16, *policy, "policy " + GetParam() + " vs CPU bf16");
+  const ForwardRun gpu = engine_forward(*gpu_be, ids, *policy, chunk, 300);
+  const ForwardRun cpu_bf16 = engine_forward(**m, ids, *policy, chunk, 16, 300, /*bf16_rounding=*/true);
+  const std::string label = "policy " + spec + ", chunks of " + std::to_string(chunk);
+  const Agreement a = agreement(gpu, cpu_bf16, *policy, label + " vs CPU bf16");
   RecordProperty("top1_agreement", std::to_string(a.top1));
   EXPECT_GE(a.top1, 0.99);
   EXPECT_GE(a.slots, 0.99);
-  const ForwardRun cpu = engine_forward(**m, ids, *policy, 160, 16, 300);
-  const Agreement b = agreement(gpu, cpu, *policy, "policy " + GetParam() + " vs CPU fp32");
+  const ForwardRun cpu = engine_forward(**m, ids, *policy, chunk, 16, 300);
+  const Agreement b = agreement(gpu, cpu, *policy, label + " vs CPU fp32");
   RecordProperty("top1_agreement_fp32", std::to_string(b.top1));
   EXPECT_GE(b.top1, policy->enabled ? 0.97 : 0.99);
   EXPECT_GE(b.slots, 0.97);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, DefaultModel,
-                         ::testing::Values("off", "sink=16,lag=64,ratio=0.25",
-                                           "sink=4,lag=32,keep=4,skip_layers=0;1"));
+                         ::testing::Values(std::tuple{"off", 160},
+                                           std::tuple{"sink=16,lag=64,ratio=0.25", 160},
+                                           std::tuple{"sink=4,lag=32,keep=4,skip_layers=0;1", 160},
+                                           std::tuple{"sink=16,lag=64,ratio=0.25", 4}));
 
 // Several sequences in one step: prefill chunks and decode tokens, with and
 // without a policy, against the CPU backend fed the same steps. A sequence's
