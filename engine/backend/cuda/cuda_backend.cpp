@@ -141,7 +141,7 @@ class CudaBackend final : public Backend {
   bool use_graphs_ = true;
   // The skinny tensor-core GEMMs (kernels/cuda/gemv.h) for one-token rows,
   // with the norms, RoPE and SwiGLU fused. On for a backend of at most
-  // kGemvMaxSeqs sequences: on the H100 they gain 5% at batch 1 but lose 15%
+  // kGemvMaxSeqs sequences: on the H100 they gain 5% at batch 1 but lose 18%
   // at batch 32 (docs/cuda.md), and the choice is the backend's, never the
   // step's, so that a row takes the same path at every batch size.
   // LAGSERVE_CUDA_GEMV=0 / 1 forces it off / on.

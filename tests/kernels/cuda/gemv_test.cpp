@@ -22,16 +22,10 @@ namespace {
 
 using lagserve::testing::DeviceArray;
 using lagserve::testing::max_rel_err;
+using lagserve::testing::random_vec;
 using lagserve::testing::round_bf16;
 using lagserve::testing::to_bf16;
 using lagserve::testing::to_float;
-
-std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.f) {
-  std::normal_distribution<float> nd(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 int sm_count() {
   int sms = 0;
@@ -64,6 +58,15 @@ struct Scratch {
   DeviceArray<float> ws;
   DeviceArray<int32_t> counters;
 };
+
+// fp32 rows RMS-normalised on the fly with weights nw (eps 1e-5, as the CPU references).
+GemvInput normed(const float* x, const float* nw) {
+  GemvInput in;
+  in.x_norm = x;
+  in.norm_weight = nw;
+  in.eps = 1e-5f;
+  return in;
+}
 
 // Plain rows in, stored (through a row gather and scatter) or added.
 TEST(Gemv, StoreAndAddMatchTheCpu) {
@@ -144,10 +147,7 @@ TEST(Gemv, NormAndSwigluMatchTheCpu) {
     DeviceArray<bf16> gact(size_t(M) * ff);
     gact.poison();
     Scratch scratch(N, K);
-    GemvInput in;
-    in.x_norm = gx.get();
-    in.norm_weight = gnw.get();
-    in.eps = 1e-5f;
+    const GemvInput in = normed(gx.get(), gnw.get());
     GemvOutput out;
     out.epilogue = GemvEpilogue::kSwiglu;
     out.act = gact.get();
@@ -191,10 +191,7 @@ TEST(Gemv, QkvRopeMatchesTheCpu) {
     gv.poison();
     gy.poison();
     Scratch scratch(N, K);
-    GemvInput in;
-    in.x_norm = gx.get();
-    in.norm_weight = gnw.get();
-    in.eps = 1e-5f;
+    const GemvInput in = normed(gx.get(), gnw.get());
     GemvOutput out;
     out.epilogue = GemvEpilogue::kQkvRope;
     out.y = gy.get();

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <cuda_bf16.h>
@@ -68,6 +69,14 @@ inline std::vector<float> to_float(const std::vector<__nv_bfloat16>& x) {
   for (size_t i = 0; i < x.size(); ++i) y[i] = __bfloat162float(x[i]);
   return y;
 }
+// n values drawn from N(0, sd^2).
+inline std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.f) {
+  std::normal_distribution<float> nd(0.f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
 // x rounded through bf16 (the values the GPU sees).
 inline std::vector<float> round_bf16(const std::vector<float>& x) { return to_float(to_bf16(x)); }
 

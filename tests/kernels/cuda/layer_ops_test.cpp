@@ -25,16 +25,10 @@ namespace {
 
 using lagserve::testing::DeviceArray;
 using lagserve::testing::max_rel_err;
+using lagserve::testing::random_vec;
 using lagserve::testing::round_bf16;
 using lagserve::testing::to_bf16;
 using lagserve::testing::to_float;
-
-std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.f) {
-  std::normal_distribution<float> nd(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 TEST(LayerOps, Embedding) {
   LAGSERVE_REQUIRE_GPU();
