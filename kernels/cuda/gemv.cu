@@ -310,9 +310,16 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
     __syncthreads();
   }
 
+  // Each row's RMSNorm scale, once per row.
+  if constexpr (kNorm) {
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+      sq[0][r] = rsqrtf(sq[0][r] / static_cast<float>(a.K) + a.in.eps);
+    }
+    __syncthreads();
+  }
   // Epilogue; i (the feature in a tile) runs fastest so that writes coalesce.
   auto scale = [&](int r) {
-    if constexpr (kNorm) return rsqrtf(sq[0][r] / static_cast<float>(a.K) + a.in.eps);
+    if constexpr (kNorm) return sq[0][r];
     return 1.0f;
   };
   if constexpr (kOut == GemvEpilogue::kStore || kOut == GemvEpilogue::kAdd) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include <fmt/format.h>
@@ -164,16 +165,17 @@ absl::Status CudaBackend::init(const model::Model& model) {
     const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff;
     const int64_t qkv_dim = q_dim + 2 * cfg_.kv_dim();
     using E = kc::GemvEpilogue;
-    const std::pair<int64_t, int64_t> shapes[] = {{qkv_dim, d}, {d, q_dim}, {2 * ff, d}, {d, ff}, {cfg_.vocab_size, d}};
+    // The layer's four products and the head: (N, K, epilogue).
+    const std::tuple<int64_t, int64_t, E> shapes[] = {{qkv_dim, d, E::kQkvRope}, {d, q_dim, E::kAdd},
+                                                      {2 * ff, d, E::kSwiglu}, {d, ff, E::kAdd},
+                                                      {cfg_.vocab_size, d, E::kStore}};
     const bool forced_on = genv != nullptr && std::string(genv) == "1";
     const bool forced_off = genv != nullptr && std::string(genv) == "0";
-    use_gemv_ = (forced_on || (!forced_off && opt_.max_seqs <= kGemvMaxSeqs)) &&
-                kc::gemv_supports(qkv_dim, d, E::kQkvRope, cfg_.head_dim) &&
-                kc::gemv_supports(d, q_dim, E::kAdd, 0) && kc::gemv_supports(2 * ff, d, E::kSwiglu, 0) &&
-                kc::gemv_supports(d, ff, E::kAdd, 0) && kc::gemv_supports(cfg_.vocab_size, d, E::kStore, 0);
+    use_gemv_ = forced_on || (!forced_off && opt_.max_seqs <= kGemvMaxSeqs);
+    for (const auto& [n, k, e] : shapes) use_gemv_ = use_gemv_ && kc::gemv_supports(n, k, e, cfg_.head_dim);
     if (use_gemv_) {
       int64_t ws = 1, counters = 1;
-      for (const auto& [n, k] : shapes) {
+      for (const auto& [n, k, e] : shapes) {
         ws = std::max(ws, kc::gemv_workspace_floats(n, k, sm_count_));
         counters = std::max(counters, kc::gemv_counters(n));
       }
