@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <cuda_profiler_api.h>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/kv/block_pool.h"
@@ -133,6 +134,8 @@ int main(int argc, char** argv) {
     // Greedy, sampled on the device as the server does: only the tokens come back.
     backend::DeviceSampling greedy;
     greedy.temperature = 0.f;
+    // Profilers started with profiling off (ncu --profile-from-start off) see the decode steps only.
+    cudaProfilerStart();
     for (int s = 0; s < steps; ++s) {
       backend::StepBatch sb;
       bool compacts = false;
@@ -161,6 +164,7 @@ int main(int argc, char** argv) {
       (compacts ? compact_t : plain_t) += dt;
       (compacts ? n_compact : n_plain) += 1;
     }
+    cudaProfilerStop();
     r.step_ms = total / steps * 1e3;
     r.tok_s = batch * steps / total;
     const double bytes_per_step = weight_bytes + kv_bytes / steps;

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention_tc.h"
+#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -48,6 +49,8 @@ decode_partial(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                const float* __restrict__ q, int64_t q_row_stride, bf16* __restrict__ out,
                int64_t out_row_stride, int32_t n_heads, float scale_log2, int32_t split_len,
                int32_t max_splits, float* __restrict__ ws_acc, float* __restrict__ ws_ml) {
+  pdl_release();
+  pdl_wait();
   // Phase 1: 8 channels (one 16-byte load) or more per lane, at most 8 lanes per key.
   constexpr int kLanesPerKey = D >= 64 ? 8 : D / 8, kChanPerLane = D / kLanesPerKey;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey, kKeysPerIter = kWarps * kKeysPerWarp;
@@ -276,6 +279,8 @@ decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
              const float* __restrict__ ws_acc, const float* __restrict__ ws_ml) {
   constexpr int kT = merge_threads<D>();
   __shared__ float f_s[kT], lf_s[kT], red[kT / 32];
+  pdl_release();
+  pdl_wait();
   const DecodeItem item = items[blockIdx.y];
   const int32_t h = blockIdx.x, c = threadIdx.x, lane = c % 32, warp = c / 32;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
@@ -332,18 +337,19 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
     detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out,
                               out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, stream);
   } else if (selected == nullptr) {
-    decode_partial<D, G, false><<<grid, kThreads, 0, stream>>>(
-        kv, tables, items, nullptr, q, q_row_stride, out, out_row_stride, n_heads,
-        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    launch_pdl(decode_partial<D, G, false>, grid, dim3(kThreads), 0, stream, kv, tables, items,
+               nullptr, q, q_row_stride, out, out_row_stride, n_heads, scale * kLog2e,
+               plan.split_len, plan.max_splits, ws_acc, ws_ml);
   } else {
-    decode_partial<D, G, true><<<grid, kThreads, 0, stream>>>(
-        kv, tables, items, selected, q, q_row_stride, out, out_row_stride, n_heads,
-        scale * kLog2e, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    launch_pdl(decode_partial<D, G, true>, grid, dim3(kThreads), 0, stream, kv, tables, items,
+               selected, q, q_row_stride, out, out_row_stride, n_heads, scale * kLog2e,
+               plan.split_len, plan.max_splits, ws_acc, ws_ml);
   }
   LAGSERVE_CUDA_CHECK_LAUNCH();
   if (plan.max_splits > 1) {
-    decode_merge<D><<<dim3(n_heads, n_items), merge_threads<D>(), 0, stream>>>(
-        items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc, ws_ml);
+    launch_pdl(decode_merge<D>, dim3(n_heads, n_items), dim3(merge_threads<D>()), 0, stream,
+               items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc,
+               ws_ml);
     LAGSERVE_CUDA_CHECK_LAUNCH();
   }
 }

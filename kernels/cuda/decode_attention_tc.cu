@@ -15,6 +15,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/mma_sm80.h"
+#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda::detail {
 namespace {
@@ -44,6 +45,8 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                          int32_t max_splits, float* __restrict__ ws_acc,
                          float* __restrict__ ws_ml) {
   static_assert(G >= 1 && G <= 8, "query heads per kv head");
+  pdl_release();
+  pdl_wait();
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
   constexpr int kKSteps = D / 16;   // k16 steps of Q K^T
   constexpr int kDTiles = D / 8;    // n8 tiles of O
@@ -250,9 +253,9 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   }();
   (void)configured;
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
-  decode_partial_tc_kernel<D, G><<<grid, kThreads, smem, stream>>>(
-      kv, tables, items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2,
-      plan.split_len, plan.max_splits, ws_acc, ws_ml);
+  launch_pdl(decode_partial_tc_kernel<D, G>, grid, dim3(kThreads), smem, stream, kv, tables,
+             items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2, plan.split_len,
+             plan.max_splits, ws_acc, ws_ml);
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 

@@ -21,6 +21,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/mma_sm80.h"
+#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -151,8 +152,15 @@ __device__ __forceinline__ void load_x4(const Args& a, int64_t row, bool valid, 
   }
 }
 
+// Registers per thread. One row (the decode path): 128, so that two blocks of
+// 256 threads fit an SM; and for SwiGLU 96 (with a ring two chunks deep), so
+// that 5 blocks of 128 fit and an FFN of 560 pairs (Qwen2.5-1.5B) runs in one
+// wave of 132 SMs, not 1.06 waves at 4 per SM. More rows: as many as needed.
+template <int NT, GemvEpilogue kOut>
+constexpr int kMaxRegs = NT > 1 ? 255 : kOut == GemvEpilogue::kSwiglu ? 96 : 128;
+
 template <int NT, bool kNorm, GemvEpilogue kOut>
-__global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
+__global__ void __maxnreg__((kMaxRegs<NT, kOut>)) gemv_kernel(Args a) {
   constexpr int R = 8 * NT;
   __shared__ float part[kMaxWarpSplit][2][16][R];
   __shared__ float sq[kMaxWarpSplit][R];
@@ -160,6 +168,7 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int tile = warp & 1, ks = warp >> 1, in_block = blockDim.x / 64;
   const int pair = blockIdx.x, kb = blockIdx.y, n_kb = gridDim.y;
+  pdl_release();
   int base, off;
   pair_features<kOut>(a, pair, base, off);
   const int f = base + (tile ? off : 0);
@@ -168,6 +177,38 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
 
   const bf16* w0 = a.w + static_cast<int64_t>(f + g) * a.K;
   const bf16* w1 = w0 + 8LL * a.K;
+
+  // The slice: 64-wide chunks, then up to three 16-wide steps. Chunk loads
+  // run kDepth ahead of the compute, so a lane has up to kDepth x 64 bytes of
+  // weights in flight; the steps' loads go out with the last chunks'.
+  constexpr int kDepth = kMaxRegs<NT, kOut> < 128 ? 2 : 3;
+  const int n_chunks = (k1 - k0) / 64, k_tail = k0 + 64 * n_chunks, n_tail = (k1 - k_tail) / 16;
+  auto load_chunk = [&](int k, uint4 (&q)[4]) {
+    q[0] = ldw16(w0 + k + 8 * t);
+    q[1] = ldw16(w0 + k + 32 + 8 * t);
+    q[2] = ldw16(w1 + k + 8 * t);
+    q[3] = ldw16(w1 + k + 32 + 8 * t);
+  };
+  uint2 tail[3][2];
+  auto load_tail = [&] {
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      if (j < n_tail) {
+        tail[j][0] = ldw8(w0 + k_tail + 16 * j + 4 * t);
+        tail[j][1] = ldw8(w1 + k_tail + 16 * j + 4 * t);
+      }
+    }
+  };
+  // Weights only until pdl_wait: the previous kernel may still be writing
+  // the activations, the workspace and the counters.
+  uint4 ring[kDepth][4];
+#pragma unroll
+  for (int j = 0; j < kDepth; ++j) {
+    if (j < n_chunks) load_chunk(k0 + 64 * j, ring[j]);
+  }
+  if (n_chunks < kDepth) load_tail();
+  pdl_wait();
+
   int64_t src[NT];
   bool valid[NT];
 #pragma unroll
@@ -178,19 +219,6 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
   }
   float acc[NT][4] = {};
   float ss[NT] = {};
-
-  // The slice: groups of two 64-wide chunks, then maybe one chunk, then up
-  // to three 16-wide steps. The lone chunk's and the steps' loads go out
-  // first, and each group's loads go out while the previous group computes.
-  const int n_groups = (k1 - k0) / 128, k_one = k0 + 128 * n_groups;
-  const bool has_one = k_one + 64 <= k1;
-  const int k_tail = has_one ? k_one + 64 : k_one, n_tail = (k1 - k_tail) / 16;
-  auto load_chunk = [&](int k, uint4 (&q)[4]) {
-    q[0] = ldw16(w0 + k + 8 * t);
-    q[1] = ldw16(w0 + k + 32 + 8 * t);
-    q[2] = ldw16(w1 + k + 8 * t);
-    q[3] = ldw16(w1 + k + 32 + 8 * t);
-  };
   auto compute_chunk = [&](int k, const uint4 (&q)[4]) {
     uint32_t xw[NT][8];
 #pragma unroll
@@ -203,36 +231,22 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
       for (int nt = 0; nt < NT; ++nt) mma_bf16(acc[nt], af, xw[nt][2 * s], xw[nt][2 * s + 1]);
     }
   };
-  uint4 one[4];
-  if (has_one) load_chunk(k_one, one);
-  uint2 tail[3][2];
+  // Chunk c sits in ring slot c % kDepth; the loop is unrolled by kDepth so
+  // that every slot index is a constant (registers, not local memory).
+  for (int c0 = 0; c0 < n_chunks; c0 += kDepth) {
 #pragma unroll
-  for (int j = 0; j < 3; ++j) {
-    if (j < n_tail) {
-      tail[j][0] = ldw8(w0 + k_tail + 16 * j + 4 * t);
-      tail[j][1] = ldw8(w1 + k_tail + 16 * j + 4 * t);
+    for (int j = 0; j < kDepth; ++j) {
+      const int c = c0 + j;
+      if (c < n_chunks) {
+        compute_chunk(k0 + 64 * c, ring[j]);
+        if (c + kDepth < n_chunks) {
+          load_chunk(k0 + 64 * (c + kDepth), ring[j]);
+        } else if (c + kDepth == n_chunks) {
+          load_tail();
+        }
+      }
     }
   }
-  uint4 cur[2][4];
-  if (n_groups > 0) {
-    load_chunk(k0, cur[0]);
-    load_chunk(k0 + 64, cur[1]);
-  }
-  for (int gi = 0; gi < n_groups; ++gi) {
-    const int k = k0 + 128 * gi;
-    uint4 next[2][4];
-    if (gi + 1 < n_groups) {
-      load_chunk(k + 128, next[0]);
-      load_chunk(k + 192, next[1]);
-    }
-    compute_chunk(k, cur[0]);
-    compute_chunk(k + 64, cur[1]);
-#pragma unroll
-    for (int c = 0; c < 2; ++c)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) cur[c][i] = next[c][i];
-  }
-  if (has_one) compute_chunk(k_one, one);
   // The 16-wide steps: lane (g, t) takes elements 4t..4t+3.
 #pragma unroll
   for (int j = 0; j < 3; ++j) {
@@ -380,11 +394,12 @@ __global__ void __launch_bounds__(64 * kMaxWarpSplit) gemv_kernel(Args a) {
 
 template <int NT, bool kNorm>
 void launch_epilogue(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
+  auto go = [&](auto kernel) { launch_pdl(kernel, grid, dim3(threads), 0, stream, a); };
   switch (a.out.epilogue) {
-    case GemvEpilogue::kStore: gemv_kernel<NT, kNorm, GemvEpilogue::kStore><<<grid, threads, 0, stream>>>(a); break;
-    case GemvEpilogue::kAdd: gemv_kernel<NT, kNorm, GemvEpilogue::kAdd><<<grid, threads, 0, stream>>>(a); break;
-    case GemvEpilogue::kSwiglu: gemv_kernel<NT, kNorm, GemvEpilogue::kSwiglu><<<grid, threads, 0, stream>>>(a); break;
-    case GemvEpilogue::kQkvRope: gemv_kernel<NT, kNorm, GemvEpilogue::kQkvRope><<<grid, threads, 0, stream>>>(a); break;
+    case GemvEpilogue::kStore: go(gemv_kernel<NT, kNorm, GemvEpilogue::kStore>); break;
+    case GemvEpilogue::kAdd: go(gemv_kernel<NT, kNorm, GemvEpilogue::kAdd>); break;
+    case GemvEpilogue::kSwiglu: go(gemv_kernel<NT, kNorm, GemvEpilogue::kSwiglu>); break;
+    case GemvEpilogue::kQkvRope: go(gemv_kernel<NT, kNorm, GemvEpilogue::kQkvRope>); break;
   }
 }
 
