@@ -35,12 +35,14 @@ __device__ __forceinline__ void pdl_release() {
 // environment sets LAGSERVE_CUDA_PDL=0. Read once per process.
 bool pdl_enabled();
 
+// Launches on the legacy default stream (nullptr) are never overlapped.
+
 template <typename... Params, typename... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                 Args&&... args) {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attr.val.programmaticStreamSerializationAllowed = stream != nullptr && pdl_enabled() ? 1 : 0;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;

@@ -1,8 +1,9 @@
 // The skinny GEMMs (kernels/cuda/gemv.h) against the CPU kernels on the same
 // bf16 weights: each epilogue, each input kind, shapes that take every path
 // of the kernel (blocks splitting K, slices with a 16-wide tail, more than 32
-// rows). Then the property the runtime needs: a row gives the same bits alone
-// as in any batch.
+// rows). Then the properties the runtime needs: a row gives the same bits
+// alone as in any batch, and launches that overlap (programmatic dependent
+// launch) give the bits of launches that do not.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -289,6 +290,49 @@ TEST(Gemv, RowGivesTheSameBitsAloneAsInABatch) {
       }
     }
   }
+}
+
+// Back-to-back launches on a stream overlap (programmatic dependent launch,
+// kernels/cuda/pdl.h): each link of this chain normalises the previous link's
+// output, so a kernel that read it (or reset the shared split-K counters)
+// before its pdl_wait would see poison or a stale value. The chain launched
+// without a host sync between links gives the bits of the chain launched one
+// link at a time.
+TEST(Gemv, OverlappedLaunchesGiveTheBitsOfSynchronisedOnes) {
+  LAGSERVE_REQUIRE_GPU();
+  const int N = 1536, K = 1536, links = 16;  // N = K: blocks split K, counters shared
+  std::mt19937 rng(11);
+  const std::vector<float> w = round_bf16(random_vec(size_t(N) * K, rng)), x0 = random_vec(K, rng),
+                           nw = random_vec(K, rng);
+  DeviceArray<bf16> gw(to_bf16(w));
+  DeviceArray<float> gx0(x0), gnw(nw);
+  DeviceArray<float> ys(size_t(links) * N);  // link i's output at i * N
+  Scratch scratch(N, K);
+  cudaStream_t st = nullptr;
+  LAGSERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  auto run = [&](bool sync_each) {
+    ys.poison();
+    LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // st does not wait for the legacy stream
+    for (int i = 0; i < links; ++i) {
+      GemvOutput out;
+      out.epilogue = GemvEpilogue::kStore;
+      out.y = ys.get() + size_t(i) * N;
+      out.y_ld = N;
+      const float* x = i == 0 ? gx0.get() : ys.get() + size_t(i - 1) * N;
+      gemv_bf16(gw.get(), N, K, normed(x, gnw.get()), out, 1, scratch.get(), sm_count(), st);
+      if (sync_each) LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
+    }
+    LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
+    return ys.download();
+  };
+  const std::vector<float> one_by_one = run(true);
+  for (float v : one_by_one) ASSERT_TRUE(std::isfinite(v));
+  for (int rep = 0; rep < 3; ++rep) {
+    const std::vector<float> chained = run(false);
+    EXPECT_EQ(std::memcmp(chained.data(), one_by_one.data(), chained.size() * sizeof(float)), 0)
+        << "repetition " << rep;
+  }
+  LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
 }
 
 TEST(Gemv, RefusesShapesItCannotRun) {
