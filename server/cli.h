@@ -38,7 +38,7 @@ struct ServeArgs {
   server::ServeOptions core;           // model, engine, limits (ServingCore's own options)
   std::string host = "127.0.0.1";
   int port = 8000;
-  int grpc_port = 50051;               // -1: no gRPC server
+  int grpc_port = 50051;               // -1: no gRPC server (the default without gRPC)
   std::string api_key;                 // "" : none
   std::string api_key_file;
   double drain_timeout_s = 30;

@@ -1,6 +1,7 @@
 // `lagserve serve`: binds HTTP and gRPC first (health says 503 / NOT_SERVING
 // while the model loads), loads, serves, and on SIGTERM or SIGINT drains:
 // new calls get 503, running ones finish until the drain timeout, exit 0.
+// A build without gRPC (-DLAGSERVE_GRPC=OFF) serves HTTP alone.
 #include <fmt/format.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
@@ -61,6 +62,12 @@ int64_t wait_idle(const server::ServingCore& core, double seconds) {
 int run_serve(const ServeArgs& args) {
   spdlog::set_level(spdlog::level::from_str(args.log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  if (args.grpc_port >= 0 && !server::GrpcServer::built_in()) {
+    return fail(absl::UnimplementedError(
+        fmt::format("--grpc-port {}: this lagserve was built without gRPC (-DLAGSERVE_GRPC=OFF); "
+                    "leave the flag out or pass -1",
+                    args.grpc_port)));
+  }
   absl::StatusOr<std::optional<std::string>> api_key = read_api_key(args);
   if (!api_key.ok()) return fail(api_key.status());
   const sigset_t stop_signals = block_stop_signals();

@@ -220,6 +220,8 @@ struct GrpcServer::Impl {
   bool shut_down = false;
 };
 
+bool GrpcServer::built_in() { return true; }
+
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 GrpcServer::~GrpcServer() { shutdown(std::chrono::system_clock::now()); }

@@ -1,5 +1,6 @@
 // GrpcServer: the gRPC front end (lagserve.v1.LagServe and grpc.health.v1.Health)
-// over a ServingCore. No gRPC types here; they stay in grpc_service.cpp.
+// over a ServingCore. No gRPC types here; they stay in grpc_service.cpp (or, in
+// builds with -DLAGSERVE_GRPC=OFF, grpc_unavailable.cpp, whose start() fails).
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,9 @@ struct GrpcOptions {
 
 class GrpcServer {
  public:
+  // False in a build without gRPC (-DLAGSERVE_GRPC=OFF): start() then always
+  // fails with UnimplementedError.
+  static bool built_in();
   // Builds and starts the server: the LagServe service and the standard
   // grpc.health.v1.Health service (which needs no API key). Health starts
   // NOT_SERVING unless the core is already Ready. Fails with a status naming

@@ -1,12 +1,13 @@
 // The lagserve binary: `serve` (OpenAI-compatible HTTP and gRPC; not in builds
-// with LAGSERVE_SERVER=OFF), `generate` (one prompt, or a JSONL batch) and
-// `tokenize`.
+// with LAGSERVE_SERVER=OFF, HTTP alone with LAGSERVE_GRPC=OFF), `generate`
+// (one prompt, or a JSONL batch) and `tokenize`. `--version` says which.
 #include <CLI/CLI.hpp>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 
 #include "server/cli.h"
+#include "server/grpc_service.h"
 
 namespace {
 
@@ -76,10 +77,17 @@ int main(int argc, char** argv) {
   g->add_option("--trace-evictions", gen.trace_evictions,
                 "Write the positions kept by every KV compaction (JSONL)");
 
+  std::string features = "none";  // the network fronts of `serve`
 #ifdef LAGSERVE_WITH_SERVE
+  const bool grpc = lagserve::server::GrpcServer::built_in();
+  features = grpc ? "http grpc" : "http";
   lagserve::cli::ServeArgs srv;
+  if (!grpc) srv.grpc_port = -1;
   CLI::App* sv = app.add_subcommand(
-      "serve", "Serve the OpenAI-compatible HTTP API and the gRPC API (flags also read LAGSERVE_*)");
+      "serve", grpc ? "Serve the OpenAI-compatible HTTP API and the gRPC API (flags also read "
+                      "LAGSERVE_*)"
+                    : "Serve the OpenAI-compatible HTTP API; this build has no gRPC (flags also "
+                      "read LAGSERVE_*)");
   add_engine_options(sv, srv.core.engine);
   sv->get_option("--model")->envname("LAGSERVE_MODEL");
   sv->get_option("--lagkv")->envname("LAGSERVE_LAGKV");
@@ -91,7 +99,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()->envname("LAGSERVE_HOST");
   sv->add_option("--port", srv.port, "HTTP port")
       ->capture_default_str()->envname("LAGSERVE_PORT")->check(CLI::Range(0, 65535));
-  sv->add_option("--grpc-port", srv.grpc_port, "gRPC port (-1: no gRPC)")
+  sv->add_option("--grpc-port", srv.grpc_port,
+                 grpc ? "gRPC port (-1: no gRPC)"
+                      : "gRPC port: only -1, this build has no gRPC (-DLAGSERVE_GRPC=OFF)")
       ->capture_default_str()->envname("LAGSERVE_GRPC_PORT")->check(CLI::Range(-1, 65535));
   auto* key = sv->add_option("--api-key", srv.api_key,
                              "Require 'Authorization: Bearer KEY' (all paths but /health)")
@@ -132,6 +142,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   t->add_option("text", tok.text, "Text to tokenize")->required();
   t->add_flag("--add-bos", tok.add_bos, "Prepend BOS even if the model does not by default");
+
+  app.set_version_flag("--version", "lagserve (features: " + features + ")",
+                       "Print what `serve` has in this build (http, grpc) and exit");
 
   CLI11_PARSE(app, argc, argv);
   gen.engine.seed = gen.seed.value_or(0);

@@ -242,6 +242,18 @@ TEST_F(Cli, BadFlagsAreRejected) {
   EXPECT_NE(run("frobnicate").exit_code, 0);
 }
 
+// `--version` names what `serve` has; a build without gRPC (-DLAGSERVE_GRPC=OFF)
+// refuses a gRPC port with one error line, before it loads anything.
+TEST_F(Cli, GrpcPortWithoutGrpcIsOneErrorLine) {
+  const auto version = run("--version");
+  ASSERT_EQ(version.exit_code, 0) << version.err;
+  ASSERT_NE(version.out.find("features: http"), std::string::npos) << version.out;
+  if (version.out.find("grpc") != std::string::npos) GTEST_SKIP() << "this build has gRPC";
+  const std::string missing = (dir_ / "missing.gguf").string();
+  expect_one_error_line(run("serve --port 0 --grpc-port 0 --model " + missing),
+                        "built without gRPC");
+}
+
 // The default model's greedy answer equals transformers' (golden smollm2_chat,
 // whose prompt is SmolLM2's chat template applied to this question).
 TEST_F(Cli, DefaultModelChatGreedyMatchesTransformers) {

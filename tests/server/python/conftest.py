@@ -3,8 +3,12 @@ on free loopback ports and wait until /health says ready.
 
 Run: build/venv/bin/python -m pytest tests/server/python   (ctest runs each file)
 Environment: LAGSERVE_BINARY (default build/server/lagserve), LAGSERVE_TEST_MODEL
-(default "default", the cached SmolLM2-135M-Instruct GGUF).
+(default "default", the cached SmolLM2-135M-Instruct GGUF), LAGSERVE_TEST_DEVICE
+(cpu or cuda, passed as --device; unset: the server's default, auto).
+A binary built without gRPC (`lagserve --version` says so) serves with
+--grpc-port -1, and the gRPC tests skip.
 """
+import functools
 import json
 import os
 import re
@@ -21,6 +25,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 BINARY = os.environ.get("LAGSERVE_BINARY", str(REPO / "build" / "server" / "lagserve"))
 MODEL = os.environ.get("LAGSERVE_TEST_MODEL", "default")
+DEVICE = os.environ.get("LAGSERVE_TEST_DEVICE")
+
+
+@functools.cache
+def built_features():
+    """What `serve` has in the binary under test: {"http", "grpc"}, from
+    `lagserve --version`, which prints "lagserve (features: http grpc)"."""
+    out = subprocess.run([BINARY, "--version"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    m = re.search(r"features: ([^)]*)\)", out)
+    assert m, f"{BINARY} --version printed {out!r}"
+    return frozenset(m.group(1).split())
+
+
+def has_grpc():
+    return "grpc" in built_features()
 
 
 def free_port():
@@ -34,15 +54,21 @@ class Server:
 
     def __init__(self, *extra_args, env=None, wait=True):
         self.port = free_port()
-        self.grpc_port = free_port()
+        self.grpc_port = free_port() if has_grpc() else -1  # -1: no gRPC listener
         self.http_url = f"http://127.0.0.1:{self.port}"
-        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if self.grpc_port >= 0 else None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"lagserve-test-{self.port}.log"
         args = [BINARY, "serve", "--model", MODEL, "--port", str(self.port),
-                "--grpc-port", str(self.grpc_port), "--threads", "2", *extra_args]
+                "--grpc-port", str(self.grpc_port), "--threads", "2",
+                *(["--device", DEVICE] if DEVICE else []), *extra_args]
+        env = {**os.environ, **(env or {})}
+        if DEVICE == "cuda":
+            # NOTE: otherwise the KV cache takes what --gpu-memory-utilization leaves
+            # of the whole GPU, and a second server (a test's, beside the session's)
+            # finds no room. --kv-cache-mb among extra_args still wins.
+            env.setdefault("LAGSERVE_KV_CACHE_MB", "1024")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()
 

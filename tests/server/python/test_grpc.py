@@ -1,7 +1,8 @@
 """gRPC API tests (lagserve.v1.LagServe and grpc.health.v1) against the real server binary.
 
 Run: pytest tests/server/python/test_grpc.py   (the `server` fixture of conftest.py starts
-build/server/lagserve; needs `pip install clients/python pytest`).
+build/server/lagserve; needs `pip install clients/python pytest`). Skipped when that
+binary was built without gRPC (-DLAGSERVE_GRPC=OFF).
 """
 
 import json
@@ -11,11 +12,18 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from lagserve_client.lagserve.v1 import lagserve_pb2 as pb
-from lagserve_client.lagserve.v1 import lagserve_pb2_grpc as pb_grpc
+
+from conftest import has_grpc
+
+if not has_grpc():
+    pytest.skip("this lagserve was built without gRPC (lagserve --version)",
+                allow_module_level=True)
+
+import grpc  # noqa: E402 - after the skip: where the binary has no gRPC, these may be missing too
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from lagserve_client.lagserve.v1 import lagserve_pb2 as pb  # noqa: E402
+from lagserve_client.lagserve.v1 import lagserve_pb2_grpc as pb_grpc  # noqa: E402
 
 TIMEOUT_S = 120  # per call: a 2-thread CPU server on a shared CI machine is slow
 
