@@ -38,6 +38,14 @@ if [ "$WHAT" != bench ]; then
   for t in test_cuda_layer_ops test_cuda_gemv test_cuda_decode_attention test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling; do
     run_test $t
   done
+  # Reads past an allocation (a slice's tail, say) fault only where nothing
+  # is mapped beyond it; memcheck sees them wherever they land.
+  SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  if [ -n "$SAN" ]; then
+    "$SAN" --tool memcheck --error-exitcode 1 "$B/tests/test_cuda_gemv" --gtest_filter='*MatchTheCpu*' \
+      > "$OUT/memcheck_gemv.log" 2>&1
+    echo "memcheck test_cuda_gemv: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_gemv.log")"
+  fi
   run_test test_cuda_backend
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda

@@ -131,11 +131,14 @@ TEST(Gemv, StoreAndAddMatchTheCpu) {
 }
 
 // fp32 rows normalised on the fly, then SwiGLU of the two halves.
+// Two FFN widths: 1024, whose warps take one chunk each, and 8960
+// (Qwen2.5-1.5B), whose one-row kernel streams 12 chunks through a ring.
 TEST(Gemv, NormAndSwigluMatchTheCpu) {
   LAGSERVE_REQUIRE_GPU();
-  const int ff = 1024, N = 2 * ff, K = 1536;
-  for (const int M : {1, 9, 33}) {
-    std::mt19937 rng(M);
+  struct Case { int ff, M; };
+  for (const Case c : {Case{1024, 1}, Case{1024, 9}, Case{1024, 33}, Case{8960, 1}, Case{8960, 3}}) {
+    const int ff = c.ff, N = 2 * ff, K = 1536, M = c.M;
+    std::mt19937 rng(M + ff);
     const std::vector<float> w = round_bf16(random_vec(size_t(N) * K, rng)),
                              x = random_vec(size_t(M) * K, rng, 3.f), nw = random_vec(K, rng);
     std::vector<float> h(x.size());
@@ -154,7 +157,7 @@ TEST(Gemv, NormAndSwigluMatchTheCpu) {
     out.act = gact.get();
     gemv_bf16(gw.get(), N, K, in, out, M, scratch.get(), sm_count(), nullptr);
     // The normalised input is rounded to bf16 (as RMSNorm's output is): bf16 tolerance.
-    EXPECT_LT(max_rel_err(to_float(gact.download()), ref), 1e-2) << "M " << M;
+    EXPECT_LT(max_rel_err(to_float(gact.download()), ref), 1e-2) << "ff " << ff << " M " << M;
   }
 }
 
