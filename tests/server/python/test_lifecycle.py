@@ -12,7 +12,7 @@ import time
 
 import openai
 
-from conftest import Server
+from conftest import FAST_DEVICE, Server
 
 
 def stream_tokens(client, prompt, max_tokens):
@@ -81,14 +81,16 @@ def test_disconnect_mid_stream_frees_blocks_and_counts_abort(server):
 
 def test_sigterm_drains_in_flight_and_refuses_new(tmp_path):
     server = Server("--drain-timeout", "120")
+    # Long enough that the four are still running when the 503 is checked.
+    n_tokens = 1500 if FAST_DEVICE else 48
     results, errors = [], []
 
     def run(i):
         try:
             client = openai.OpenAI(base_url=server.http_url + "/v1", api_key="x", max_retries=0)
             text = ""
-            for chunk in client.completions.create(model="", prompt=f"Story {i}:", max_tokens=48,
-                                                   temperature=0, stream=True,
+            for chunk in client.completions.create(model="", prompt=f"Story {i}:",
+                                                   max_tokens=n_tokens, temperature=0, stream=True,
                                                    extra_body={"ignore_eos": True},
                                                    stream_options={"include_usage": True}):
                 if chunk.usage:
@@ -117,7 +119,7 @@ def test_sigterm_drains_in_flight_and_refuses_new(tmp_path):
         for t in threads:
             t.join(timeout=120)
         assert errors == []
-        assert results == [48] * 4  # every in-flight request ran to its end
+        assert results == [n_tokens] * 4  # every in-flight request ran to its end
         assert server.proc.wait(timeout=60) == 0
     finally:
         server.stop()

@@ -12,20 +12,26 @@ import concurrent.futures
 import http.client
 import json
 
+from conftest import FAST_DEVICE
+
 
 COMPLETIONS = "/v1/completions"
 
 
+# A call that outlives the request timeout: 3000 tokens take far longer than
+# 5 s on the CPU, 7000 far longer than 1 s on a GPU; either timeout is far more
+# than a 1-token call needs even on a loaded machine.
+LONG_TOKENS, TIMEOUT_S = (7000, "1") if FAST_DEVICE else (3000, "5")
+
+
 def long_body(**kw):
-    return {"prompt": "Tell me a very long story.", "max_tokens": 3000, "temperature": 0,
+    return {"prompt": "Tell me a very long story.", "max_tokens": LONG_TOKENS, "temperature": 0,
             "ignore_eos": True, **kw}
 
 
 def test_request_timeout_cancels_blocking_and_streamed_calls(short_lived):
-    # 5 s: far less than the long calls take, far more than a 1-token call
-    # needs even on a loaded machine.
-    srv = short_lived("--request-timeout", "5")
-    # 3000 tokens take far longer than 5 s here; the client gives up after 120 s.
+    srv = short_lived("--request-timeout", TIMEOUT_S)
+    # The client gives up after 120 s.
     status, got = srv.request("POST", COMPLETIONS, long_body(), timeout=120)
     # The status line went out before the timeout (keep-alive whitespace), so
     # the error is in the body, as for any failure mid-call.
