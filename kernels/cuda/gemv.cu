@@ -56,25 +56,7 @@ struct Args {
   GemvOutput out;
   float* ws;
   int32_t* counters;
-  int32_t prefetch;  // elements of each weight row past the ring to prefetch into L2 (sm_90)
 };
-
-// LAGSERVE_CUDA_GEMV_PREFETCH: elements per weight row that a warp asks L2
-// for before pdl_wait, beyond the chunks its ring loads (0, the default: none).
-int32_t prefetch_elems() {
-  static const int32_t n = [] {
-    const char* env = std::getenv("LAGSERVE_CUDA_GEMV_PREFETCH");
-    return env != nullptr ? std::max(0, std::atoi(env)) / 16 * 16 : 0;
-  }();
-  return n;
-}
-
-// One bulk copy of bytes (a multiple of 16) at p into L2.
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
 
 __device__ __forceinline__ uint4 ldg16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 __device__ __forceinline__ uint2 ldg8(const void* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
@@ -228,10 +210,6 @@ __global__ void __maxnreg__((kMaxRegs<NT, kOut>)) gemv_kernel(Args a) {
     if (j < n_chunks) load_chunk(k0 + 64 * j, ring[j]);
   }
   if (n_chunks < kDepth) load_tail();
-  if (a.prefetch > 0 && lane < 16) {
-    const int kp = k0 + 64 * kDepth, n = min(k1 - kp, a.prefetch);
-    if (n > 0) prefetch_l2(a.w + static_cast<int64_t>(f + lane) * a.K + kp, 2u * n);
-  }
   pdl_wait();
 
   int64_t src[NT];
@@ -466,8 +444,7 @@ void gemv_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const G
                         scratch.n_counters < gemv_counters(N))) {
     gemv_fail("scratch too small for this shape");
   }
-  Args a{w, static_cast<int32_t>(N), static_cast<int32_t>(K), 0, in, out, scratch.workspace,
-         scratch.counters, prefetch_elems()};
+  Args a{w, static_cast<int32_t>(N), static_cast<int32_t>(K), 0, in, out, scratch.workspace, scratch.counters};
   const dim3 grid(static_cast<unsigned>(N / 32), static_cast<unsigned>(sp.blocks));
   const int threads = 64 * sp.in_block;
   for (int64_t r0 = 0; r0 < M; r0 += kMaxRows) {
