@@ -46,6 +46,19 @@ struct ServeArgs {
   std::string log_level = "info";
 };
 
+struct EvalArgs {
+  EngineArgs engine;                     // every field but the model
+  std::vector<std::string> models = {"default"};
+  std::vector<std::string> tasks;        // passkey, multikey, facts
+  std::vector<int32_t> lengths;          // prompt tokens per task sample
+  std::string data;                      // a JSONL of prompt/answer pairs, in place of tasks
+  std::vector<std::string> policies = {"off", "2x", "4x", "8x"};
+  int samples = 20;                      // per task and length
+  uint64_t seed = 0;
+  std::string csv = "eval.csv";
+  std::string plot = "eval.png";         // "" : none
+};
+
 struct TokenizeArgs {
   std::string model = "default";
   std::string text;
@@ -56,6 +69,8 @@ struct TokenizeArgs {
 int run_generate(const GenerateArgs& args);
 int run_batch(const GenerateArgs& args);
 int run_tokenize(const TokenizeArgs& args);
+// Accuracy of the models on the tasks under each policy; CSV and PNG (cli_eval.cpp).
+int run_eval(const EvalArgs& args);
 // Serves HTTP and gRPC until SIGTERM/SIGINT, then drains; 0 after a clean drain.
 int run_serve(const ServeArgs& args);
 

@@ -11,9 +11,8 @@
 
 namespace {
 
-void add_engine_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
-  app->add_option("--model,-m", e.model, "GGUF file, Hugging Face folder, or 'default'")
-      ->capture_default_str();
+// Everything of EngineArgs but the model and the KV policy.
+void add_backend_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
   app->add_option("--threads", e.threads, "CPU threads (0: all cores)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--device", e.device,
@@ -26,13 +25,19 @@ void add_engine_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
   app->add_option("--gpu-memory-utilization", e.gpu_memory_utilization,
                   "Share of the GPU's memory to use for weights, activations and KV cache (cuda)")
       ->capture_default_str()->check(CLI::Range(0.01, 1.0));
-  app->add_option("--lagkv", e.lagkv,
-                  "KV policy: 'off' or e.g. 'sink=16,lag=128,ratio=0.25' (default: the "
-                  "checkpoint's policy, else off)");
   app->add_option("--max-batched-tokens", e.max_batched_tokens, "Token budget per engine step")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--max-seqs", e.max_seqs, "Sequences running at once")
       ->capture_default_str()->check(CLI::PositiveNumber);
+}
+
+void add_engine_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
+  app->add_option("--model,-m", e.model, "GGUF file, Hugging Face folder, or 'default'")
+      ->capture_default_str();
+  add_backend_options(app, e);
+  app->add_option("--lagkv", e.lagkv,
+                  "KV policy: 'off' or e.g. 'sink=16,lag=128,ratio=0.25' (default: the "
+                  "checkpoint's policy, else off)");
 }
 
 }  // namespace
@@ -143,6 +148,27 @@ int main(int argc, char** argv) {
   t->add_option("text", tok.text, "Text to tokenize")->required();
   t->add_flag("--add-bos", tok.add_bos, "Prepend BOS even if the model does not by default");
 
+  lagserve::cli::EvalArgs ev;
+  CLI::App* e = app.add_subcommand(
+      "eval", "Long-context accuracy under KV compression: CSV and a PNG plot");
+  e->add_option("--model,-m", ev.models, "GGUF file, Hugging Face folder, or 'default' (repeatable)")
+      ->capture_default_str();
+  add_backend_options(e, ev.engine);
+  auto* task = e->add_option("--task", ev.tasks, "passkey, multikey, facts (repeatable)")
+                   ->delimiter(',')->check(CLI::IsMember({"passkey", "multikey", "facts"}));
+  e->add_option("--length", ev.lengths, "Prompt tokens per task sample (repeatable, e.g. 2048,4096)")
+      ->delimiter(',')->check(CLI::Range(16, 1 << 20));
+  e->add_option("--data", ev.data, "JSONL of {\"prompt\", \"answer\"} lines, in place of --task")
+      ->excludes(task)->check(CLI::ExistingFile);
+  e->add_option("--policy", ev.policies, "off, Nx (keep 1/N of each partition) or a LagKV spec")
+      ->capture_default_str();
+  e->add_option("--samples", ev.samples, "Samples per task and length")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  e->add_option("--seed", ev.seed, "Seed of the task samples")->capture_default_str();
+  e->add_option("--csv", ev.csv, "Results table")->capture_default_str();
+  e->add_option("--plot", ev.plot, "Accuracy against compression, PNG ('' for none)")
+      ->capture_default_str();
+
   app.set_version_flag("--version", "lagserve (features: " + features + ")",
                        "Print what `serve` has in this build (http, grpc) and exit");
 
@@ -151,6 +177,7 @@ int main(int argc, char** argv) {
 #ifdef LAGSERVE_WITH_SERVE
   if (sv->parsed()) return lagserve::cli::run_serve(srv);
 #endif
+  if (e->parsed()) return lagserve::cli::run_eval(ev);
   if (g->parsed()) {
     return gen.prompts_file.empty() ? lagserve::cli::run_generate(gen)
                                     : lagserve::cli::run_batch(gen);
