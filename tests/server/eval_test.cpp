@@ -34,7 +34,9 @@ TEST(EvalPolicy, OffNxAndSpecs) {
   for (const char* bad : {"0x", "0.5x", "x", "fourx", "lag=0", "sink=-1,ratio=0.5", ""}) {
     auto p = parse_eval_policy(bad);
     EXPECT_FALSE(p.ok()) << bad;
-    if (!p.ok()) EXPECT_NE(std::string(p.status().message()).find("policy '"), std::string::npos);
+    if (!p.ok()) {
+      EXPECT_NE(std::string(p.status().message()).find("policy '"), std::string::npos);
+    }
   }
 }
 
@@ -81,7 +83,9 @@ TEST(EvalData, RejectsWhatIsNotAPromptAnswerFile) {
     const std::string path = write_temp(text);
     auto items = read_eval_jsonl(path);
     EXPECT_FALSE(items.ok()) << text;
-    if (!items.ok()) EXPECT_NE(std::string(items.status().message()).find(path), std::string::npos);
+    if (!items.ok()) {
+      EXPECT_NE(std::string(items.status().message()).find(path), std::string::npos);
+    }
     std::remove(path.c_str());
   }
 }
