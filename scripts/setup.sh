@@ -15,7 +15,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
-  libtorch-dev
+  libtorch-dev libgloo-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

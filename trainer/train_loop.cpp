@@ -21,6 +21,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/data/example.h"
 #include "trainer/data/pack.h"
+#include "trainer/data_parallel.h"
 #include "trainer/export/hf_export.h"
 #include "trainer/progress.h"
 
@@ -144,8 +145,15 @@ std::string fingerprint(const TrainOptions& o, const kv::LagPolicy& policy) {
 
 absl::Status run_training(const TrainOptions& o) {
   LAGSERVE_RETURN_IF_ERROR(check_options(o));
+  // Replicas (RANK, WORLD_SIZE): each takes its share of every micro-batch;
+  // rank 0 alone logs, evaluates, checkpoints and exports.
+  LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<DataParallel> dp, DataParallel::from_env());
+  const bool lead = dp->rank() == 0;
   const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
-  const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  const char* local_rank = std::getenv("LOCAL_RANK");
+  const torch::Device device =
+      cuda ? torch::Device(torch::kCUDA, local_rank != nullptr ? static_cast<int8_t>(std::atoi(local_rank)) : 0)
+           : torch::Device(torch::kCPU);
   torch::set_num_threads(o.threads > 0 ? o.threads
                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::manual_seed(o.seed);
@@ -179,9 +187,11 @@ absl::Status run_training(const TrainOptions& o) {
   if (!o.eval_data.empty()) {
     LAGSERVE_ASSIGN_OR_RETURN(eval_seqs, load_sequences(o.eval_data, *base, chat_ptr, o.seq_len));
   }
-  note("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}",
-       path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention, policy.to_string(),
-       cuda ? "cuda" : "cpu");
+  if (lead) {
+    note("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}{}",
+         path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention, policy.to_string(),
+         cuda ? "cuda" : "cpu", dp->world() > 1 ? fmt::format(", {} replicas", dp->world()) : "");
+  }
 
   CausalLmOptions lm_opt;
   lm_opt.attention = o.attention == "lrsa" ? AttentionMode::Lrsa : AttentionMode::Full;
@@ -214,22 +224,25 @@ absl::Status run_training(const TrainOptions& o) {
           saved.fingerprint, state.fingerprint));
     }
     state = saved;
-    note("resumed from {} at step {}", ckpt_dir, state.step);
+    if (lead) note("resumed from {} at step {}", ckpt_dir, state.step);
   }
-  std::error_code ec;
-  fs::create_directories(o.out, ec);
-  std::ofstream log(fs::path(o.out) / "train_log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
-  if (!log) return absl::InvalidArgumentError(fmt::format("{}: cannot write train_log.jsonl", o.out));
+  std::ofstream log;
+  if (lead) {
+    std::error_code ec;
+    fs::create_directories(o.out, ec);
+    log.open(fs::path(o.out) / "train_log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
+    if (!log) return absl::InvalidArgumentError(fmt::format("{}: cannot write train_log.jsonl", o.out));
+  }
 
   const SequenceOrder order(train_seqs.size(), o.seed);
   const int64_t last = o.stop_after > 0 ? std::min(o.stop_after, o.steps) : o.steps;
-  ProgressBar bar(o.steps, o.progress);
+  ProgressBar bar(o.steps, o.progress && lead);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = state.step;
   int64_t tokens_this_run = 0;
   double eval_s = 0;  // excluded from the training time and tokens/s
   const auto log_eval = [&] {
-    if (eval_seqs.empty()) return;
+    if (eval_seqs.empty() || !lead) return;
     const auto e0 = std::chrono::steady_clock::now();
     const auto [loss, acc] = evaluate(lm, eval_seqs, o.eval_batches, o.batch_size, device);
     eval_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
@@ -244,13 +257,29 @@ absl::Status run_training(const TrainOptions& o) {
     optimizer.zero_grad();
     double loss_sum = 0;
     for (int32_t micro = 0; micro < o.grad_accum; ++micro) {
-      const Batch batch = make_batch(train_seqs, order, state.data_position, o.batch_size, device);
-      state.data_position += o.batch_size;
+      // Replica r takes the r-th batch_size sequences of the micro-batch.
+      const Batch batch = make_batch(train_seqs, order, state.data_position + dp->rank() * o.batch_size,
+                                     o.batch_size, device);
+      state.data_position += static_cast<uint64_t>(dp->world()) * o.batch_size;
       const auto [loss, count] = lm_loss(lm.forward(batch.tokens), batch.tokens, batch.target);
-      (loss / o.grad_accum).backward();
-      loss_sum += loss.item<double>();
-      tokens_this_run += batch.tokens.numel();
+      if (dp->world() == 1) {
+        (loss / o.grad_accum).backward();
+        loss_sum += loss.item<double>();
+      } else {
+        // This replica's share of the mean over every replica's targets:
+        // summed over the replicas (as the gradients are), the loss of one
+        // process with the whole micro-batch.
+        auto n = torch::full({1}, static_cast<double>(count), torch::kDouble);
+        dp->all_reduce_sum(n);
+        const double share = static_cast<double>(count) / n.item<double>();
+        (loss * (share / o.grad_accum)).backward();
+        auto part = torch::full({1}, loss.item<double>() * share, torch::kDouble);
+        dp->all_reduce_sum(part);
+        loss_sum += part.item<double>();
+      }
+      tokens_this_run += batch.tokens.numel() * dp->world();
     }
+    dp->all_reduce_grads(lm.parameters());
     const double grad_norm = torch::nn::utils::clip_grad_norm_(
         lm.parameters(), o.clip > 0 ? o.clip : std::numeric_limits<double>::infinity());
     optimizer.step();
@@ -260,9 +289,11 @@ absl::Status run_training(const TrainOptions& o) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - eval_s;
     const double tok_s = tokens_this_run / std::max(elapsed, 1e-9);
-    log << nlohmann::json{{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                          {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}}.dump() << "\n";
-    log.flush();
+    if (lead) {
+      log << nlohmann::json{{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                            {"tokens_per_s", tok_s}, {"elapsed_s", elapsed}}.dump() << "\n";
+      log.flush();
+    }
     if (!std::isfinite(loss)) {
       bar.finish();
       return absl::InternalError(fmt::format("step {}: the loss is {} (lower --lr?)", state.step, loss));
@@ -272,15 +303,16 @@ absl::Status run_training(const TrainOptions& o) {
                  fmt::format("loss {:.4f} lr {:.2e} {:.0f} tok/s", loss, lr, tok_s));
     }
     if (o.eval_every > 0 && state.step % o.eval_every == 0) log_eval();
-    if ((o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0) || state.step == last) {
+    if (lead && ((o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0) || state.step == last)) {
       LAGSERVE_RETURN_IF_ERROR(save_checkpoint(ckpt_dir, lm, optimizer, state));
     }
   }
   bar.finish();
   if (state.step < o.steps) {
-    note("stopped at step {} of {}; continue with --resume", state.step, o.steps);
+    if (lead) note("stopped at step {} of {}; continue with --resume", state.step, o.steps);
     return absl::OkStatus();
   }
+  if (!lead) return absl::OkStatus();
   if (o.eval_every == 0 || o.steps % o.eval_every != 0) log_eval();
   ExportOptions ex;
   ex.dtype = o.export_dtype == "bf16" ? SaveDtype::BF16 : SaveDtype::F32;
