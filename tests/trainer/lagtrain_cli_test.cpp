@@ -1,12 +1,19 @@
 // lagtrain as a user runs it, on a small random model (tests/golden/models/
 // tiny-llama): make-data, a few LRSA steps whose loss goes down, an export that
 // lagserve loads and whose policy it applies by default; stop and resume gives
-// the loss curve of an uninterrupted run; bad input gives one error line.
+// the loss curve of an uninterrupted run; two data-parallel processes (Gloo)
+// give the loss curve of one with their whole batch; bad input gives one
+// error line.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -30,6 +37,7 @@ const std::string kPolicy = "sink=4,lag=16,ratio=0.25";
 
 struct LogLines {
   std::vector<double> loss;       // per step, in order
+  std::vector<double> grad_norm;  // per step, in order
   std::vector<double> eval_loss;  // per evaluation, in order
 };
 
@@ -39,6 +47,7 @@ LogLines read_log(const fs::path& out) {
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line);
     if (j.contains("loss")) l.loss.push_back(j["loss"].get<double>());
+    if (j.contains("grad_norm")) l.grad_norm.push_back(j["grad_norm"].get<double>());
     if (j.contains("eval_loss")) l.eval_loss.push_back(j["eval_loss"].get<double>());
   }
   return l;
@@ -55,11 +64,13 @@ class Lagtrain : public ::testing::Test {
   }
   static void TearDownTestSuite() { remove_tree(dir_.string()); }  // not fs::remove_all: see remove_tree.h
 
-  static std::string train_args(const fs::path& out, int steps, const std::string& policy = kPolicy) {
+  static std::string train_args(const fs::path& out, int steps, const std::string& policy = kPolicy,
+                                int batch_size = 2) {
     return "train --model " + kTiny + " --data " + (dir_ / "train.jsonl").string() +
            " --eval-data " + (dir_ / "train.jsonl").string() + " --out " + out.string() +
-           " --lagkv " + policy + " --seq-len 512 --batch-size 2 --grad-accum 2 --warmup 2" +
-           " --lr 3e-3 --threads 2 --device cpu --no-progress --seed 7 --steps " + std::to_string(steps);
+           " --lagkv " + policy + " --seq-len 512 --batch-size " + std::to_string(batch_size) +
+           " --grad-accum 2 --warmup 2 --lr 3e-3 --threads 1 --device cpu --no-progress --seed 7" +
+           " --steps " + std::to_string(steps);
   }
   static fs::path dir_;
 };
@@ -109,6 +120,58 @@ TEST_F(Lagtrain, ResumeGivesTheLossCurveOfAnUninterruptedRun) {
   const CliRun other = run_cli(kLagtrain, train_args(split, 6, "sink=4,lag=16,keep=8") + " --resume");
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("other options"), std::string::npos) << other.err;
+}
+
+// A TCP port nothing listens on now (for rank 0's c10d store).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t n = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0) {
+    ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(Lagtrain, TwoDataParallelProcessesGiveTheLossOfOneWithTheWholeBatch) {
+  const fs::path one = dir_ / "dp_one", two = dir_ / "dp_two", world1 = dir_ / "dp_world1";
+  const CliRun r = run_cli(kLagtrain, train_args(one, 4));  // 2 sequences per micro-batch
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The same run with WORLD_SIZE=1 set: a group of one, the same bits.
+  ASSERT_EQ(run_cli("RANK=0 WORLD_SIZE=1 " + kLagtrain.string(), train_args(world1, 4)).exit_code, 0);
+  // Two processes of 1 sequence per micro-batch each, through c10d on loopback.
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port);
+  const std::string run = kLagtrain.string() + " " + train_args(two, 4, kPolicy, 1);
+  const fs::path script = dir_ / "two.sh";
+  std::ofstream(script) << "RANK=1 " << env << " " << run << " >" << (dir_ / "rank1.log").string()
+                        << " 2>&1 &\npid=$!\nRANK=0 " << env << " " << run
+                        << "\nstatus=$?\nwait $pid || exit 9\nexit $status\n";
+  const CliRun r0 = run_cli("sh", script.string());
+  ASSERT_EQ(r0.exit_code, 0) << r0.err << slurp(dir_ / "rank1.log");
+  const LogLines a = read_log(one), b = read_log(two), c = read_log(world1);
+  ASSERT_EQ(a.loss.size(), 4u);
+  ASSERT_EQ(b.loss.size(), 4u);
+  EXPECT_EQ(c.loss, a.loss);
+  EXPECT_EQ(c.grad_norm, a.grad_norm);
+  for (size_t i = 0; i < a.loss.size(); ++i) {
+    // Summed in another order (per replica, then across): fp32 rounding only.
+    EXPECT_NEAR(b.loss[i], a.loss[i], 1e-5 * std::abs(a.loss[i])) << "step " << i + 1;
+    EXPECT_NEAR(b.grad_norm[i], a.grad_norm[i], 1e-4 * std::abs(a.grad_norm[i])) << "step " << i + 1;
+  }
+  EXPECT_LT(b.loss.back(), b.loss.front() - 1) << "the two processes did not learn";
+  // Rank 0 alone exports.
+  EXPECT_TRUE(fs::exists(two / "model.safetensors"));
+  // A rank outside the world is refused.
+  const CliRun bad = run_cli("RANK=2 WORLD_SIZE=2 " + kLagtrain.string(), train_args(dir_ / "dp_bad", 1));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("RANK=2 with WORLD_SIZE=2"), std::string::npos) << bad.err;
 }
 
 TEST_F(Lagtrain, BadInputGivesOneErrorLine) {
