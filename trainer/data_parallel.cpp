@@ -6,10 +6,11 @@
 
 #include <fmt/format.h>
 
-#if __has_include(<gloo/algorithm.h>)
+// LAGSERVE_HAVE_GLOO: set by trainer/CMakeLists.txt when Gloo's headers and
+// library are found.
+#ifdef LAGSERVE_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#define LAGSERVE_HAVE_GLOO 1
 #endif
 
 namespace lagserve::trainer {
