@@ -5,9 +5,10 @@
 # served path (`lagserve eval`) with the policy off and at 2x, 4x and 8x, at
 # several context lengths. Writes to $OUT: eval.csv, eval.png, the two
 # train_log.jsonl files, commands.txt (every command, as run).
-#   Run ON THE GPU MACHINE after a build of lagtrain and lagserve with CUDA
-#   (scripts/device/build_trainer.sh with --target lagserve as well), or on
-#   the CPU with B=build DEVICE=cpu and small settings, e.g.
+#   Run ON THE GPU MACHINE after a build of lagtrain and lagserve with CUDA:
+#     scripts/device/build_trainer.sh && cmake --build build-gpu --target lagserve
+#   (the default model joined as cuda_run.sh does), or on the CPU with
+#   B=build DEVICE=cpu and small settings, e.g.
 #   B=build DEVICE=cpu STEPS=2 TRAIN_LEN=256 TRAIN_COUNT=4 LENGTHS=256 SAMPLES=2 scripts/device/lrsa_experiment.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
