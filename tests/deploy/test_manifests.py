@@ -62,11 +62,14 @@ def test_deployment_matches_the_server():
     (c,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"http": 8000, "grpc": 50051}  # the image's LAGSERVE_PORT / LAGSERVE_GRPC_PORT
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["path"] in served_paths(), probe
-    # Readiness follows /health (503 while loading and draining); liveness must not.
-    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert c["livenessProbe"]["httpGet"]["path"] != "/health"
+    # Readiness and startup follow /health (503 while loading and draining; the
+    # one path the API key does not guard); liveness must not, nor may it
+    # need the key (every other path does), so it asks only for the port.
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health", probe
+    assert "/health" in served_paths()
+    assert 'req.path == "/health"' in (REPO / "server/http_server.cpp").read_text()  # the key's exemption
+    assert c["livenessProbe"]["tcpSocket"]["port"] == "http"
     drain = float(c["args"][c["args"].index("--drain-timeout") + 1])
     assert pod["terminationGracePeriodSeconds"] > drain
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
