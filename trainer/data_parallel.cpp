@@ -24,6 +24,10 @@ struct DataParallel::Group {
 
 namespace {
 
+// How long a collective waits for its peers: rank 0 evaluates and writes
+// checkpoints while the others wait in the next step's all-reduce.
+constexpr std::chrono::minutes kTimeout{30};
+
 // An integer environment variable; `fallback` when unset.
 absl::StatusOr<int> env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -69,9 +73,9 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
     so.port = static_cast<uint16_t>(*port);
     so.isServer = *rank == 0;
     so.numWorkers = static_cast<size_t>(*world);
-    so.timeout = std::chrono::minutes(5);
+    so.timeout = kTimeout;
     group->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
-    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::minutes(5));
+    auto options = c10d::ProcessGroupGloo::Options::create(kTimeout);
     // GLOO_SOCKET_IFNAME names the interface to use (as in PyTorch); else the host name's.
     const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
     options->devices.push_back(ifname != nullptr && *ifname != '\0'
@@ -86,18 +90,24 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
 #endif
 }
 
-void DataParallel::all_reduce_sum(torch::Tensor& t) {
+absl::Status DataParallel::all_reduce_sum(torch::Tensor& t) {
 #ifdef LAGSERVE_HAVE_GLOO
-  if (group_ == nullptr) return;
-  std::vector<torch::Tensor> ts{t};
-  group_->pg->allreduce(ts)->wait();
+  if (group_ == nullptr) return absl::OkStatus();
+  try {
+    std::vector<torch::Tensor> ts{t};
+    group_->pg->allreduce(ts)->wait();
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(fmt::format("rank {} of {}: all-reduce failed (a replica gone?): {}",
+                                              rank_, world_, e.what()));
+  }
 #else
   (void)t;
 #endif
+  return absl::OkStatus();
 }
 
-void DataParallel::all_reduce_grads(const std::vector<torch::Tensor>& params) {
-  if (group_ == nullptr) return;
+absl::Status DataParallel::all_reduce_grads(const std::vector<torch::Tensor>& params) {
+  if (group_ == nullptr) return absl::OkStatus();
   std::vector<torch::Tensor> grads;
   for (const auto& p : params) {
     if (p.grad().defined()) grads.push_back(p.grad());
@@ -107,12 +117,13 @@ void DataParallel::all_reduce_grads(const std::vector<torch::Tensor>& params) {
     for (const auto& g : grads) v.push_back(g.reshape(-1));
     return v;
   }());
-  all_reduce_sum(flat);
+  if (absl::Status st = all_reduce_sum(flat); !st.ok()) return st;
   int64_t at = 0;
   for (auto& g : grads) {
     g.copy_(flat.narrow(0, at, g.numel()).view_as(g));
     at += g.numel();
   }
+  return absl::OkStatus();
 }
 
 }  // namespace lagserve::trainer

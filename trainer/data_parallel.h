@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace lagserve::trainer {
@@ -27,9 +28,11 @@ class DataParallel {
   int world() const { return world_; }
 
   // Sums t over the replicas, in place: every replica ends with the sum.
-  void all_reduce_sum(torch::Tensor& t);
+  // Errors (Unavailable): a peer gone, or silent past the timeout (30 min:
+  // rank 0 evaluates and checkpoints while the others wait).
+  absl::Status all_reduce_sum(torch::Tensor& t);
   // Sums the gradients of params over the replicas (one flat buffer).
-  void all_reduce_grads(const std::vector<torch::Tensor>& params);
+  absl::Status all_reduce_grads(const std::vector<torch::Tensor>& params);
 
  private:
   struct Group;

@@ -135,10 +135,13 @@ std::pair<double, double> evaluate(CausalLm& lm, const std::vector<PackedSequenc
           static_cast<double>(n_right) / std::max<int64_t>(1, n_targets)};
 }
 
-std::string fingerprint(const TrainOptions& o, const kv::LagPolicy& policy) {
-  return fmt::format("data={} attention={} lagkv={} seq_len={} batch={} accum={} steps={} seed={}",
+// The options a resume must share with the run it continues. The number of
+// replicas counts (the batch of a step is replicas x batch); it is left out
+// at one so that one-process checkpoints keep their fingerprint.
+std::string fingerprint(const TrainOptions& o, const kv::LagPolicy& policy, int world) {
+  return fmt::format("data={} attention={} lagkv={} seq_len={} batch={} accum={} steps={} seed={}{}",
                      o.data, o.attention, policy.to_string(), o.seq_len, o.batch_size,
-                     o.grad_accum, o.steps, o.seed);
+                     o.grad_accum, o.steps, o.seed, world > 1 ? fmt::format(" replicas={}", world) : "");
 }
 
 }  // namespace
@@ -215,7 +218,7 @@ absl::Status run_training(const TrainOptions& o) {
 
   const std::string ckpt_dir = o.checkpoint_dir.empty() ? (fs::path(o.out) / "checkpoint").string() : o.checkpoint_dir;
   LoopState state;
-  state.fingerprint = fingerprint(o, policy);
+  state.fingerprint = fingerprint(o, policy, dp->world());
   if (o.resume) {
     LAGSERVE_ASSIGN_OR_RETURN(LoopState saved, load_checkpoint(ckpt_dir, lm, optimizer));
     if (saved.fingerprint != state.fingerprint) {
@@ -270,16 +273,16 @@ absl::Status run_training(const TrainOptions& o) {
         // summed over the replicas (as the gradients are), the loss of one
         // process with the whole micro-batch.
         auto n = torch::full({1}, static_cast<double>(count), torch::kDouble);
-        dp->all_reduce_sum(n);
+        LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_sum(n));
         const double share = static_cast<double>(count) / n.item<double>();
         (loss * (share / o.grad_accum)).backward();
         auto part = torch::full({1}, loss.item<double>() * share, torch::kDouble);
-        dp->all_reduce_sum(part);
+        LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_sum(part));
         loss_sum += part.item<double>();
       }
       tokens_this_run += batch.tokens.numel() * dp->world();
     }
-    dp->all_reduce_grads(lm.parameters());
+    LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_grads(lm.parameters()));
     const double grad_norm = torch::nn::utils::clip_grad_norm_(
         lm.parameters(), o.clip > 0 ? o.clip : std::numeric_limits<double>::infinity());
     optimizer.step();

@@ -154,6 +154,9 @@ TEST_F(Lagtrain, TwoDataParallelProcessesGiveTheLossOfOneWithTheWholeBatch) {
                         << " 2>&1 &\npid=$!\nRANK=0 " << env << " " << run
                         << "\nstatus=$?\nwait $pid || exit 9\nexit $status\n";
   const CliRun r0 = run_cli("sh", script.string());
+  if (r0.err.find("built without Gloo") != std::string::npos) {
+    GTEST_SKIP() << "this lagtrain has no Gloo (its LibTorch's is not linkable)";
+  }
   ASSERT_EQ(r0.exit_code, 0) << r0.err << slurp(dir_ / "rank1.log");
   const LogLines a = read_log(one), b = read_log(two), c = read_log(world1);
   ASSERT_EQ(a.loss.size(), 4u);
