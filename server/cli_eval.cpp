@@ -6,6 +6,7 @@
 // compression (eval_plot.h), one panel per length, one line per model.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -75,8 +76,16 @@ absl::StatusOr<std::vector<Sample>> make_samples(const EvalArgs& args, const mod
   return out;
 }
 
-// "[#####.....] 120/720 requests, 0:42, about 2:06 left" in place on a
-// terminal; every tenth of the run otherwise.
+// A CSV field, quoted (quotes doubled) when it holds a comma, a quote or a newline.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+// "lrsa: [#####.....] 120/720 requests, 42 s, about 126 s left" in place on
+// a terminal; every tenth of the run otherwise.
 class Progress {
  public:
   Progress(std::string what, int64_t total)
@@ -120,13 +129,20 @@ int run_eval(const EvalArgs& args) {
   std::map<std::tuple<std::string, std::string, int32_t, size_t>, Score> scores;
   std::vector<std::string> labels;
   for (const std::string& model : args.models) {
+    labels.push_back(base_name(model, ".gguf"));
+    if (std::count(labels.begin(), labels.end(), labels.back()) > 1) {
+      return fail(absl::InvalidArgumentError(fmt::format(
+          "two models named '{}': the results are told apart by the file or folder name", labels.back())));
+    }
+  }
+  for (size_t mi = 0; mi < args.models.size(); ++mi) {
+    const std::string& model = args.models[mi];
+    const std::string& label = labels[mi];
     EngineArgs ea = args.engine;
     ea.model = model;
     auto parts = make_engine_parts(ea);
     if (!parts.ok()) return fail(parts.status());
     const model::Model& m = *parts->model;
-    const std::string label = base_name(model, ".gguf");
-    labels.push_back(label);
     auto samples = make_samples(args, *m.tokenizer);
     if (!samples.ok()) return fail(samples.status());
 
@@ -181,9 +197,9 @@ int run_eval(const EvalArgs& args) {
   csv << "model,task,length,policy,compression,samples,correct,accuracy,mean_prompt_tokens\n";
   for (const auto& [key, sc] : scores) {
     const auto& [label, task, length, pi] = key;
-    csv << fmt::format("{},{},{},\"{}\",{:g},{},{},{:.4f},{:.1f}\n", label, task, length, policies[pi].name,
-                       policies[pi].compression, sc.n, sc.correct, static_cast<double>(sc.correct) / sc.n,
-                       static_cast<double>(sc.prompt_tokens) / sc.n);
+    csv << fmt::format("{},{},{},{},{:g},{},{},{:.4f},{:.1f}\n", csv_field(label), csv_field(task), length,
+                       csv_field(policies[pi].name), policies[pi].compression, sc.n, sc.correct,
+                       static_cast<double>(sc.correct) / sc.n, static_cast<double>(sc.prompt_tokens) / sc.n);
   }
   csv.close();
   if (!csv) return fail(absl::InvalidArgumentError("cannot write " + args.csv));

@@ -123,3 +123,6 @@ def test_bad_input_is_one_clear_error(tmp_path):
     assert out.returncode != 0 and f"{bad}: line 2" in out.stderr, out.stderr
     out = lagserve("eval", "--policy", "off")
     assert out.returncode != 0 and "--task and --length, or --data" in out.stderr, out.stderr
+    out = lagserve("eval", "--model", "default", "--model", "default", "--task", "passkey",
+                   "--length", "256")
+    assert out.returncode != 0 and "two models named 'default'" in out.stderr, out.stderr
