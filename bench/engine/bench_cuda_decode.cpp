@@ -26,6 +26,7 @@
 #include "engine/kv/block_pool.h"
 #include "engine/kv/sequence_cache.h"
 #include "engine/model/model.h"
+#include "kernels/cuda/cuda_check.h"
 
 using namespace lagserve;
 
@@ -135,7 +136,7 @@ int main(int argc, char** argv) {
     backend::DeviceSampling greedy;
     greedy.temperature = 0.f;
     // Profilers started with profiling off (ncu --profile-from-start off) see the decode steps only.
-    cudaProfilerStart();
+    LAGSERVE_CUDA_CHECK(cudaProfilerStart());
     for (int s = 0; s < steps; ++s) {
       backend::StepBatch sb;
       bool compacts = false;
@@ -164,7 +165,7 @@ int main(int argc, char** argv) {
       (compacts ? compact_t : plain_t) += dt;
       (compacts ? n_compact : n_plain) += 1;
     }
-    cudaProfilerStop();
+    LAGSERVE_CUDA_CHECK(cudaProfilerStop());
     r.step_ms = total / steps * 1e3;
     r.tok_s = batch * steps / total;
     const double bytes_per_step = weight_bytes + kv_bytes / steps;

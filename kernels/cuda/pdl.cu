@@ -1,3 +1,4 @@
+// pdl_enabled(): whether launch_pdl overlaps launches (kernels/cuda/pdl.h).
 #include "kernels/cuda/pdl.h"
 
 #include <cstdlib>

@@ -5,7 +5,8 @@
 //   - before pdl_wait() it reads only memory no kernel writes (weights) and
 //     writes nothing;
 //   - pdl_wait() returns once the kernel before it has finished and its
-//     writes are visible (and so, transitively, every kernel before that);
+//     writes are visible (and so, transitively, every kernel before that,
+//     since every block of every such kernel calls pdl_wait before it exits);
 //   - pdl_release() lets the next kernel start early; called first thing.
 // Both are no-ops without a programmatic dependency and below sm_90, and a
 // kernel launched the ordinary way still waits for the whole stream.
@@ -35,8 +36,9 @@ __device__ __forceinline__ void pdl_release() {
 // environment sets LAGSERVE_CUDA_PDL=0. Read once per process.
 bool pdl_enabled();
 
-// Launches on the legacy default stream (nullptr) are never overlapped.
-
+// Launches kernel<<<grid, block, smem, stream>>>(args...), allowed to overlap
+// the kernel before it when pdl_enabled() (never on the legacy default
+// stream, nullptr).
 template <typename... Params, typename... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                 Args&&... args) {
