@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -86,6 +87,39 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
                    q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
+
+  // Launches that overlap (programmatic dependent launch, on a stream of its
+  // own): queries A, B, A, B back to back through one workspace give each
+  // the bits of its launch alone. A partial kernel that wrote the workspace
+  // before its pdl_wait would hand the merge before it B's partials for A.
+  {
+    std::vector<float> q2(q.size());
+    for (float& x : q2) x = nd(rng);
+    DeviceArray<float> gq2(q2);
+    DeviceArray<bf16> gout2(gout.size());
+    decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq2.get(), q_dim, gout2.get(),
+                     q_dim, c.n_heads, scale, nullptr, ws.get(), nullptr);
+    const std::vector<float> got2 = lagserve::testing::to_float(gout2.download());
+    cudaStream_t st = nullptr;
+    LAGSERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const size_t n_out = gout.size();
+    DeviceArray<bf16> outs(4 * n_out);  // launch r's output at r * n_out
+    outs.poison();
+    ws.poison();
+    LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // st does not wait for the legacy stream
+    for (int r = 0; r < 4; ++r) {
+      decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, r % 2 ? gq2.get() : gq.get(),
+                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(), st);
+    }
+    LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
+    const std::vector<float> all = lagserve::testing::to_float(outs.download());
+    for (int r = 0; r < 4; ++r) {
+      const std::vector<float>& want = r % 2 ? got2 : got;
+      EXPECT_EQ(std::memcmp(all.data() + r * n_out, want.data(), n_out * sizeof(float)), 0)
+          << "overlapped launch " << r;
+    }
+    LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
+  }
 
   for (int i = 0; i < n_items; ++i) {
     const DecodeItem& it = items[i];
