@@ -108,15 +108,13 @@ absl::Status DataParallel::all_reduce_sum(torch::Tensor& t) {
 
 absl::Status DataParallel::all_reduce_grads(const std::vector<torch::Tensor>& params) {
   if (group_ == nullptr) return absl::OkStatus();
-  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> grads, flat_parts;
   for (const auto& p : params) {
-    if (p.grad().defined()) grads.push_back(p.grad());
+    if (!p.grad().defined()) continue;
+    grads.push_back(p.grad());
+    flat_parts.push_back(p.grad().reshape(-1));
   }
-  torch::Tensor flat = torch::cat([&] {
-    std::vector<torch::Tensor> v;
-    for (const auto& g : grads) v.push_back(g.reshape(-1));
-    return v;
-  }());
+  torch::Tensor flat = torch::cat(flat_parts);
   if (absl::Status st = all_reduce_sum(flat); !st.ok()) return st;
   int64_t at = 0;
   for (auto& g : grads) {

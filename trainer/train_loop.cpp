@@ -271,14 +271,15 @@ absl::Status run_training(const TrainOptions& o) {
       } else {
         // This replica's share of the mean over every replica's targets:
         // summed over the replicas (as the gradients are), the loss of one
-        // process with the whole micro-batch.
-        auto n = torch::full({1}, static_cast<double>(count), torch::kDouble);
-        LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_sum(n));
-        const double share = static_cast<double>(count) / n.item<double>();
-        (loss * (share / o.grad_accum)).backward();
-        auto part = torch::full({1}, loss.item<double>() * share, torch::kDouble);
-        LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_sum(part));
-        loss_sum += part.item<double>();
+        // process with the whole micro-batch. One all-reduce gives both the
+        // targets of every replica and the sum of their losses.
+        const double local = loss.item<double>();
+        auto sums = torch::tensor({static_cast<double>(count), local * static_cast<double>(count)},
+                                  torch::kDouble);
+        LAGSERVE_RETURN_IF_ERROR(dp->all_reduce_sum(sums));
+        const double total = sums[0].item<double>();
+        (loss * (static_cast<double>(count) / total / o.grad_accum)).backward();
+        loss_sum += sums[1].item<double>() / total;
       }
       tokens_this_run += batch.tokens.numel() * dp->world();
     }
