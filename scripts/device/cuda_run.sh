@@ -2,13 +2,8 @@
 # Run ON THE GPU MACHINE after build_cuda.sh: the CUDA tests (kernels against
 # their CPU references; the whole model against the CPU backend), then the
 # benchmarks on the Qwen2.5-1.5B shape with their anchors in the same call.
-# The default model (98 MB) is more than one call may carry (64 MiB): it
-# travels in two halves, .device-model-a/part and .device-model-b/part. A
-# call's carried paths do not outlive it, but /tmp does while the machine
-# stays warm (30 s), so a first call copies half a there:
-#   device run, carry [".device-model-a"]: cp .device-model-a/part /tmp/model-part-a
-# and the next, carrying .device-model-b, runs this script, which joins the
-# halves and checks the SHA-256 (see docs/cuda.md). Logs go to $OUT.
+# The default model travels in two halves that join_model.sh joins (see
+# there). Logs go to $OUT.
 #   CUDA_RUN=tests|bench|all (default all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,13 +14,7 @@ B=build-gpu
 WHAT="${CUDA_RUN:-all}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-MODEL_DIR="$HOME/.cache/lagserve/models"
-GGUF="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ ! -f "$GGUF" ] && [ -f /tmp/model-part-a ] && [ -f .device-model-b/part ]; then
-  mkdir -p "$MODEL_DIR"
-  cat /tmp/model-part-a .device-model-b/part > "$GGUF"
-  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $GGUF" | sha256sum -c - || rm -f "$GGUF"
-fi
+scripts/device/join_model.sh || true
 
 run_test() {  # name [env...]
   local t=$1; shift
@@ -72,6 +61,6 @@ if [ "$WHAT" != tests ]; then
     --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_cublas.txt"
   LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k_gemv.txt"
-  [ -f "$GGUF" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
+  [ -f "$HOME/.cache/lagserve/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
     -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
 fi

@@ -4,54 +4,80 @@
 # with full attention, then evaluate both and the untuned model through the
 # served path (`lagserve eval`) with the policy off and at 2x, 4x and 8x, at
 # several context lengths. Writes to $OUT: eval.csv, eval.png, the two
-# train_log.jsonl files, commands.txt (every command, as run).
+# train_log.jsonl files, commands.txt (every command, as run), summary.txt.
+#
+# Resumable: each phase leaves its output in $WORK and is skipped when that
+# output is there, so the experiment can span device calls while the machine
+# stays warm (/tmp and build-gpu outlive a call; see docs/results.md).
+# PHASES (default "data lrsa full eval") picks what one call runs.
+#
 #   Run ON THE GPU MACHINE after a build of lagtrain and lagserve with CUDA:
-#     scripts/device/build_trainer.sh && cmake --build build-gpu --target lagserve
+#     TARGETS="lagtrain lagserve" scripts/device/build_trainer.sh
 #   (the default model joined as cuda_run.sh does), or on the CPU with
 #   B=build DEVICE=cpu and small settings, e.g.
-#   B=build DEVICE=cpu STEPS=2 TRAIN_LEN=256 TRAIN_COUNT=4 LENGTHS=256 SAMPLES=2 scripts/device/lrsa_experiment.sh
+#   B=build DEVICE=cpu STEPS=2 TRAIN_LENGTHS=256 TRAIN_COUNT=4 SEQ_LEN=512 LENGTHS=256 SAMPLES=2 \
+#     scripts/device/lrsa_experiment.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/lagserve-out}"
 B="${B:-build-gpu}"
 DEVICE="${DEVICE:-cuda}"
 MODEL="${MODEL:-default}"
-POLICY="${POLICY:-sink=16,lag=128,ratio=0.25}"
-TRAIN_LEN="${TRAIN_LEN:-4096}"       # tokens per training sample
-TRAIN_COUNT="${TRAIN_COUNT:-100}"    # samples per task (three tasks)
-STEPS="${STEPS:-200}"
-LR="${LR:-5e-5}"
+POLICY="${POLICY:-sink=16,lag=128,ratio=0.25}"  # LRSA's mask; 4x
+TRAIN_LENGTHS="${TRAIN_LENGTHS:-2048,4096,8176}"  # prompt tokens of the training samples
+TRAIN_COUNT="${TRAIN_COUNT:-100}"   # samples per task and length
+SEQ_LEN="${SEQ_LEN:-8192}"          # samples are packed into sequences of this length
+STEPS="${STEPS:-600}"
+LR="${LR:-1e-4}"
 BATCH="${BATCH:-1}"
-SEED="${SEED:-1}"
+SEED="${SEED:-1}"                   # training data and order; eval draws with --seed EVAL_SEED
+EVAL_SEED="${EVAL_SEED:-7}"
 LENGTHS="${LENGTHS:-2048,4096,8176}"  # 8176 + answer stays inside the 8192-token context
-SAMPLES="${SAMPLES:-20}"
+SAMPLES="${SAMPLES:-40}"
+PHASES="${PHASES:-data lrsa full eval}"
 W="${WORK:-/tmp/lrsa-experiment}"
 mkdir -p "$OUT" "$W"
-: > "$OUT/commands.txt"
-run() { echo "$*" >> "$OUT/commands.txt"; "$@"; }
+if [ -d .device-deps/root ]; then
+  export LD_LIBRARY_PATH="$PWD/.device-deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+[ "$MODEL" != default ] || [ "$DEVICE" = cpu ] || scripts/device/join_model.sh
+run() { echo "$*" >> "$OUT/commands.txt"; echo "$*" >> "$W/commands.txt"; "$@"; }
+has() { [[ " $PHASES " == *" $1 "* ]]; }
 
-: > "$W/train.jsonl"
-for task in passkey multikey facts; do
-  run "$B/trainer/lagtrain" make-data "$task" --model "$MODEL" --length "$TRAIN_LEN" --count "$TRAIN_COUNT" \
-    --seed "$SEED" --out "$W/$task.jsonl"
-  cat "$W/$task.jsonl" >> "$W/train.jsonl"
-done
+if has data && [ ! -f "$W/train.jsonl" ]; then
+  : > "$W/train.part"
+  for task in passkey multikey facts; do
+    for len in ${TRAIN_LENGTHS//,/ }; do
+      run "$B/trainer/lagtrain" make-data "$task" --model "$MODEL" --length "$len" --count "$TRAIN_COUNT" \
+        --seed "$SEED" --out "$W/$task-$len.jsonl"
+      cat "$W/$task-$len.jsonl" >> "$W/train.part"
+    done
+  done
+  mv "$W/train.part" "$W/train.jsonl"
+fi
 for attention in lrsa full; do
-  run "$B/trainer/lagtrain" train --model "$MODEL" --data "$W/train.jsonl" --out "$W/$attention" \
-    --attention "$attention" --lagkv "$POLICY" --seq-len "$TRAIN_LEN" --batch-size "$BATCH" \
-    --steps "$STEPS" --warmup $(( STEPS / 10 )) --lr "$LR" --seed "$SEED" --device "$DEVICE" \
-    --no-progress --log-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
+  has "$attention" || continue
+  if [ ! -f "$W/$attention/config.json" ]; then
+    run "$B/trainer/lagtrain" train --model "$MODEL" --data "$W/train.jsonl" --out "$W/$attention" \
+      --attention "$attention" --lagkv "$POLICY" --seq-len "$SEQ_LEN" --batch-size "$BATCH" \
+      --steps "$STEPS" --warmup $(( STEPS / 10 )) --lr "$LR" --seed "$SEED" --device "$DEVICE" \
+      --no-progress --log-every $(( STEPS / 20 > 0 ? STEPS / 20 : 1 ))
+  fi
   cp "$W/$attention/train_log.jsonl" "$OUT/train_log_$attention.jsonl"
 done
-run "$B/server/lagserve" eval --model "$MODEL" --model "$W/lrsa" --model "$W/full" \
-  --task passkey,multikey,facts --length "$LENGTHS" --samples "$SAMPLES" \
-  --policy off --policy 2x --policy 4x --policy 8x --device "$DEVICE" \
-  --csv "$OUT/eval.csv" --plot "$OUT/eval.png"
+if has eval; then
+  run "$B/server/lagserve" eval --model "$MODEL" --model "$W/lrsa" --model "$W/full" \
+    --task passkey,multikey,facts --length "$LENGTHS" --samples "$SAMPLES" --seed "$EVAL_SEED" \
+    --policy off --policy 2x --policy 4x --policy 8x --device "$DEVICE" \
+    --csv "$OUT/eval.csv" --plot "$OUT/eval.png"
+fi
 for attention in lrsa full; do
-  python3 - "$OUT/train_log_$attention.jsonl" "$attention" <<'PY'
+  [ -f "$OUT/train_log_$attention.jsonl" ] || continue
+  python3 - "$OUT/train_log_$attention.jsonl" "$attention" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-print(f"{sys.argv[2]}: {len(rows)} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}, "
-      f"{rows[-1]['tokens_per_s']:.0f} training tokens/s")
+tps = [r["tokens_per_s"] for r in rows[1:]] or [rows[-1]["tokens_per_s"]]
+print(f"{sys.argv[2]}: {rows[-1].get('step', len(rows))} steps, loss {rows[0]['loss']:.4f} -> "
+      f"{rows[-1]['loss']:.4f}, {sum(tps) / len(tps):.0f} training tokens/s (mean of {len(tps)} log lines)")
 PY
 done

@@ -21,19 +21,7 @@ mkdir -p "$OUT"
 source scripts/device/deps_env.sh || exit 1  # LD_LIBRARY_PATH: the carried cpp-httplib and brotli
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-MODEL_DIR="$HOME/.cache/lagserve/models"
-GGUF="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
-PART_B=/tmp/model-part-b
-[ -f "$PART_B" ] || PART_B=.device-model-b/part
-if [ ! -f "$GGUF" ] && [ -f /tmp/model-part-a ] && [ -f "$PART_B" ]; then
-  mkdir -p "$MODEL_DIR"
-  cat /tmp/model-part-a "$PART_B" > "$GGUF"
-  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $GGUF" | sha256sum -c - || rm -f "$GGUF"
-fi
-if [ ! -f "$GGUF" ]; then
-  echo "serve_run: no default model at $GGUF and no halves to join (see the top of this script)"
-  exit 1
-fi
+scripts/device/join_model.sh || exit 1
 
 SITE=/tmp/lagserve-site
 if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
