@@ -37,9 +37,8 @@ SAMPLES="${SAMPLES:-40}"
 PHASES="${PHASES:-data lrsa full eval}"
 W="${WORK:-/tmp/lrsa-experiment}"
 mkdir -p "$OUT" "$W"
-if [ -d .device-deps/root ]; then
-  export LD_LIBRARY_PATH="$PWD/.device-deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+# The carried Abseil and PCRE2 (every call that runs the binaries carries .device-deps).
+if compgen -G ".device-deps/*.deb" > /dev/null; then source scripts/device/deps_env.sh; fi
 [ "$MODEL" != default ] || [ "$DEVICE" = cpu ] || scripts/device/join_model.sh
 run() { echo "$*" >> "$OUT/commands.txt"; echo "$*" >> "$W/commands.txt"; "$@"; }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
