@@ -8,6 +8,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #ifdef LAGSERVE_HAVE_CUDA
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/tensor_parallel.h"
 #endif
 #include "engine/common/status_macros.h"
 
@@ -37,6 +38,12 @@ absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args) {
   if (!args.lagkv.empty()) {  // parse first: a bad flag should not wait for the model
     LAGSERVE_ASSIGN_OR_RETURN(parts.config.default_policy, kv::LagPolicy::parse(args.lagkv));
   }
+  // Before the model: a bad flag should not wait for it.
+  LAGSERVE_ASSIGN_OR_RETURN(parts.device, resolve_device(args.device));
+  if (args.tensor_parallel_size != 1 && parts.device != "cuda") {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tensor-parallel-size {}: tensor parallelism needs --device cuda", args.tensor_parallel_size));
+  }
   LAGSERVE_ASSIGN_OR_RETURN(parts.model, model::load_model(args.model));
   if (args.lagkv.empty()) {
     LAGSERVE_ASSIGN_OR_RETURN(std::optional<kv::LagPolicy> p, kv::lag_policy_from_model(*parts.model));
@@ -45,7 +52,6 @@ absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args) {
   parts.n_threads = args.threads > 0
                         ? args.threads
                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  LAGSERVE_ASSIGN_OR_RETURN(parts.device, resolve_device(args.device));
   if (parts.device == "cuda") {
 #ifdef LAGSERVE_HAVE_CUDA
     backend::CudaBackendOptions opt;
@@ -53,7 +59,13 @@ absl::StatusOr<EngineParts> make_engine_parts(const EngineArgs& args) {
     opt.gpu_memory_utilization = args.gpu_memory_utilization;
     opt.max_batched_tokens = args.max_batched_tokens;
     opt.max_seqs = args.max_seqs;
-    LAGSERVE_ASSIGN_OR_RETURN(parts.backend, backend::make_cuda_backend(*parts.model, opt));
+    if (args.tensor_parallel_size == 1) {
+      LAGSERVE_ASSIGN_OR_RETURN(parts.backend, backend::make_cuda_backend(*parts.model, opt));
+    } else {
+      backend::TensorParallelOptions tp;
+      tp.size = args.tensor_parallel_size;
+      LAGSERVE_ASSIGN_OR_RETURN(parts.backend, backend::make_tensor_parallel_backend(*parts.model, opt, tp));
+    }
 #endif
   } else {
     backend::CpuBackendOptions opt;

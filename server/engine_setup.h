@@ -22,6 +22,7 @@ struct EngineArgs {
   std::string device = "auto";  // "auto" (cuda when built and present), "cpu", "cuda"
   int kv_cache_mb = 0;           // 0: 1024 on the CPU, from gpu_memory_utilization on CUDA
   double gpu_memory_utilization = 0.9;
+  int tensor_parallel_size = 1;  // GPUs one model is sharded over (cuda)
   std::string lagkv;       // "" (checkpoint's policy, else off), "off", or "sink=..,lag=..,ratio=.."
   int max_batched_tokens = 2048;
   int max_seqs = 64;

@@ -25,6 +25,9 @@ void add_backend_options(CLI::App* app, lagserve::cli::EngineArgs& e) {
   app->add_option("--gpu-memory-utilization", e.gpu_memory_utilization,
                   "Share of the GPU's memory to use for weights, activations and KV cache (cuda)")
       ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+  app->add_option("--tensor-parallel-size,--tp", e.tensor_parallel_size,
+                  "GPUs to shard the model over, devices 0..N-1 with NCCL (cuda)")
+      ->capture_default_str()->check(CLI::Range(1, 8));
   app->add_option("--max-batched-tokens", e.max_batched_tokens, "Token budget per engine step")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app->add_option("--max-seqs", e.max_seqs, "Sequences running at once")
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
   sv->get_option("--kv-cache-mb")->envname("LAGSERVE_KV_CACHE_MB");
   sv->get_option("--device")->envname("LAGSERVE_DEVICE");
   sv->get_option("--gpu-memory-utilization")->envname("LAGSERVE_GPU_MEMORY_UTILIZATION");
+  sv->get_option("--tensor-parallel-size")->envname("LAGSERVE_TENSOR_PARALLEL_SIZE");
   sv->add_option("--host", srv.host, "Address to bind (loopback by default)")
       ->capture_default_str()->envname("LAGSERVE_HOST");
   sv->add_option("--port", srv.port, "HTTP port")

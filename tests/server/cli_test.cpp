@@ -239,6 +239,10 @@ TEST_F(Cli, BadFlagsAreRejected) {
   EXPECT_NE(run("generate --max-tokens -3").exit_code, 0);
   EXPECT_NE(run("generate --chat-template jinja").exit_code, 0);
   expect_one_error_line(run("generate --lagkv sink=4,lag=8,keep=9"), "keep");
+  // Before the model loads: the path does not exist.
+  expect_one_error_line(run("generate --device cpu --tensor-parallel-size 2 --model " + (dir_ / "missing.gguf").string()),
+                        "tensor parallelism needs --device cuda");
+  EXPECT_NE(run("generate --tensor-parallel-size 0").exit_code, 0);
   EXPECT_NE(run("frobnicate").exit_code, 0);
 }
 

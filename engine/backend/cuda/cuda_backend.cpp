@@ -16,6 +16,7 @@
 
 #include "engine/backend/cuda/cuda_resources.h"
 #include "engine/backend/cuda/device_sampler.h"
+#include "engine/backend/cuda/tp_comm.h"
 #include "engine/common/check.h"
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/embedding.h"
@@ -183,6 +184,12 @@ absl::Status CudaBackend::init(const model::Model& model) {
       gemv_counters_.reserve(counters);
       LAGSERVE_CUDA_CHECK(cudaMemsetAsync(gemv_counters_.get(), 0, counters * sizeof(int32_t), stream_.get()));
     }
+  }
+  if (opt_.tp_comm != nullptr) {
+    // NOTE: the skinny GEMMs' add epilogue would need a store variant for
+    // ranks > 0; tensor parallelism serves large models at batch, cuBLAS's case.
+    use_gemv_ = false;
+    use_graphs_ = use_graphs_ && opt_.tp_comm->graph_capturable();
   }
   blas_workspace_.reserve(kBlasWorkspace);
   LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
@@ -576,6 +583,12 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     out.y_ld = d;
     return out;
   };
+  // Tensor parallelism (no skinny GEMMs: G = 0): a rank's output and down
+  // projections are partial sums. Rank 0 adds its own to the residual stream,
+  // the others overwrite theirs, and the all-reduce leaves x + the sum on
+  // every rank.
+  cuda::TpComm* tp = opt_.tp_comm;
+  const bool add_residual = tp == nullptr || tp->rank() == 0;
   kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
   for (int32_t l = 0; l < n_layers; ++l) {
     const LayerParams& P = layers_[l];
@@ -659,15 +672,20 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, true);
+      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
+                       add_residual);
+      if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
       kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
       kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, true);
+      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
+                       add_residual);
+      if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
     }
   }
   // Final norm over the rows whose logits were asked for, then the head; the
   // one-token rows' logits come from the skinny GEMM (over the cuBLAS ones).
+  if (!add_residual) return;  // logits are rank 0's
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   if (n_rows > G) {
     kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);

@@ -11,6 +11,10 @@
 
 namespace lagserve::backend {
 
+namespace cuda {
+class TpComm;
+}
+
 struct CudaBackendOptions {
   int device = 0;
   int32_t block_size = 16;
@@ -24,6 +28,12 @@ struct CudaBackendOptions {
   // Replay decode steps as CUDA graphs (one per batch size and context
   // bucket); LAGSERVE_CUDA_GRAPHS=0 in the environment turns them off too.
   bool cuda_graphs = true;
+  // Set: this backend is one rank of a model sharded for tensor parallelism
+  // (model::shard_model, engine/backend/cuda/tensor_parallel.h). Its output
+  // and down projections give partial sums that the comm adds across the
+  // ranks; rank 0 alone computes logits. The skinny GEMMs are off, and CUDA
+  // graphs too unless the comm can be captured. Must outlive the backend.
+  cuda::TpComm* tp_comm = nullptr;
 };
 
 // Bytes of K and V cache one token takes across all layers in bf16.
