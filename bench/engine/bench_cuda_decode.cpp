@@ -11,7 +11,9 @@
 // must read (bf16 weights + every sequence's cached K/V) over the step time as
 // a share of --hbm-tbs, the mean time of the steps with a compaction against
 // those without (the amortised cost of LagKV), and the cache's capacity in
-// sequences of context + steps tokens.
+// sequences of context + steps tokens. --tensor-parallel-size N shards the
+// model over GPUs 0..N-1 (the roofline is then N GPUs'); with
+// --tp-single-device every rank shares GPU 0 (a check of the path, not a speed).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +25,7 @@
 #include <cuda_profiler_api.h>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/tensor_parallel.h"
 #include "engine/kv/block_pool.h"
 #include "engine/kv/sequence_cache.h"
 #include "engine/model/model.h"
@@ -55,6 +58,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> policies = {"off", "sink=16,lag=128,ratio=0.25"};
   int batch = 32, context = 32768, steps = 256, chunk = 8192;
   double util = 0.9, hbm_tbs = 4.25;
+  int tp_size = 0;  // 0: the plain backend; N >= 1: the tensor-parallel one
+  bool tp_single_device = false;
   app.add_option("--model", model_path);
   app.add_option("--batch", batch);
   app.add_option("--context", context);
@@ -64,6 +69,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--gpu-memory-utilization", util);
   app.add_option("--hbm-tbs", hbm_tbs, "HBM bandwidth for the roofline (TB/s)");
+  app.add_option("--tensor-parallel-size", tp_size, "shard over N GPUs (0: no tensor parallelism)");
+  app.add_flag("--tp-single-device", tp_single_device, "every rank on GPU 0 (checks the path)");
   CLI11_PARSE(app, argc, argv);
 
   auto model = model::load_model(model_path);
@@ -73,8 +80,13 @@ int main(int argc, char** argv) {
   opt.gpu_memory_utilization = util;
   opt.max_batched_tokens = std::max(chunk, batch);
   opt.max_seqs = batch;
-  auto be = backend::make_cuda_backend(**model, opt);
+  backend::TensorParallelOptions tp;
+  tp.size = tp_size;
+  tp.single_device = tp_single_device;
+  auto be = tp_size == 0 ? backend::make_cuda_backend(**model, opt)
+                         : backend::make_tensor_parallel_backend(**model, opt, tp);
   if (!be.ok()) die(be.status());
+  const int n_gpus = tp_size == 0 || tp_single_device ? 1 : tp_size;
   backend::Backend& B = **be;
   int64_t weight_bytes = static_cast<int64_t>((*model)->weights.tok_embd.size() +
                                               (*model)->weights.output.size()) * 2;
@@ -88,6 +100,9 @@ int main(int argc, char** argv) {
               model_path.c_str(), cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size,
               weight_bytes / 1e9, B.n_blocks(), B.block_size());
 
+  if (tp_size > 0) {
+    std::printf("tensor parallel size %d%s\n", tp_size, tp_single_device ? ", every rank on GPU 0" : "");
+  }
   std::mt19937 rng(7);
   std::vector<Result> results;
   for (const std::string& spec : policies) {
@@ -169,7 +184,7 @@ int main(int argc, char** argv) {
     r.step_ms = total / steps * 1e3;
     r.tok_s = batch * steps / total;
     const double bytes_per_step = weight_bytes + kv_bytes / steps;
-    r.roofline_pct = 100.0 * (bytes_per_step / (hbm_tbs * 1e12)) / (total / steps);
+    r.roofline_pct = 100.0 * (bytes_per_step / (n_gpus * hbm_tbs * 1e12)) / (total / steps);
     r.compact_step_ms = n_compact > 0 ? compact_t / n_compact * 1e3 : 0;
     r.plain_step_ms = n_plain > 0 ? plain_t / n_plain * 1e3 : 0;
     r.capacity = static_cast<double>(B.n_blocks() - 1) /

@@ -134,32 +134,39 @@ TEST_P(Policies, ThreeRanksAgreeWithTheWholeModel) {
   }
   ASSERT_EQ(tp.logits.size(), plain.logits.size());
   int agree = 0;
-  double worst = 0;
-  size_t compared = 0;
+  double worst = 0, sum = 0;
   for (size_t i = 0; i < plain.logits.size(); ++i) {
     agree += argmax(tp.logits[i]) == argmax(plain.logits[i]);
-    // Until the first partition whose selection differs, the caches are the
-    // same and so must the logits be, within bf16 tolerance.
-    worst = std::max(worst, testing_util::rel_err(tp.logits[i], plain.logits[i]));
-    ++compared;
+    const double e = testing_util::rel_err(tp.logits[i], plain.logits[i]);
+    worst = std::max(worst, e);
+    sum += e;
   }
   const double top1 = static_cast<double>(agree) / plain.logits.size();
-  std::printf("policy %s: TP 3 vs whole model: top-1 %.4f, worst relative logits error %.2e over %zu positions\n",
-              GetParam(), top1, worst, compared);
+  const double mean = sum / plain.logits.size();
+  std::printf("policy %s: TP 3 vs whole model: top-1 %.4f; relative logits error mean %.2e, worst %.2e over %zu positions\n",
+              GetParam(), top1, mean, worst, plain.logits.size());
   EXPECT_GE(top1, 0.99);
-  ASSERT_EQ(tp.kept.size(), plain.kept.size());
-  size_t slots = 0, same = 0;
-  for (const auto& [key, kept] : plain.kept) {
-    const auto& other = tp.kept.at(key);
-    ++slots;
-    same += other == kept;
-  }
   if (!policy->enabled) {
-    EXPECT_LT(worst, 2e-2);
-  } else {
-    ASSERT_GT(slots, 0u);
-    std::printf("kept positions equal in %zu of %zu (layer, head, partition)\n", same, slots);
-    EXPECT_GE(static_cast<double>(same) / slots, 0.99);
+    EXPECT_LT(mean, 1e-2);
+  }
+  // Kept positions, slot by slot (issue 6's measure): a near-tie of the
+  // top-k may flip, and the caches then differ from there on.
+  ASSERT_EQ(tp.kept.size(), plain.kept.size());
+  int64_t same = 0, total = 0, same_sets = 0;
+  for (const auto& [key, kept] : plain.kept) {
+    const auto it = tp.kept.find(key);
+    ASSERT_NE(it, tp.kept.end());
+    const std::set<int32_t> mine(it->second.begin(), it->second.end());
+    for (int32_t p : kept) same += mine.count(p);
+    total += static_cast<int64_t>(kept.size());
+    same_sets += it->second == kept;
+  }
+  if (policy->enabled) {
+    ASSERT_GT(total, 0);
+    std::printf("kept positions agree on %.4f of %lld slots; %lld of %zu (layer, head, partition) sets equal\n",
+                static_cast<double>(same) / total, static_cast<long long>(total),
+                static_cast<long long>(same_sets), plain.kept.size());
+    EXPECT_GE(static_cast<double>(same) / total, 0.99);
   }
 }
 
