@@ -75,8 +75,8 @@ for attention in lrsa full; do
   python3 - "$OUT/train_log_$attention.jsonl" "$attention" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-tps = [r["tokens_per_s"] for r in rows[1:]] or [rows[-1]["tokens_per_s"]]
-print(f"{sys.argv[2]}: {rows[-1].get('step', len(rows))} steps, loss {rows[0]['loss']:.4f} -> "
-      f"{rows[-1]['loss']:.4f}, {sum(tps) / len(tps):.0f} training tokens/s (mean of {len(tps)} log lines)")
+last = rows[-1]  # tokens_per_s is over the run so far: the last line's is the run's
+print(f"{sys.argv[2]}: {last['step']} steps, loss {rows[0]['loss']:.4f} -> {last['loss']:.4g}, "
+      f"{last['tokens_per_s']:.0f} training tokens/s over {last['elapsed_s']:.1f} s")
 PY
 done
