@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <span>
@@ -99,6 +101,60 @@ inline std::vector<int32_t> conformance_ids(int length, int32_t vocab) {
   std::vector<int32_t> ids(length);
   for (int32_t& t : ids) t = 3 + static_cast<int32_t>(rng() % (vocab - 3));
   return ids;
+}
+
+// The first n tokens of English prose and markdown: the repository's docs
+// (2,000 and more).
+inline std::vector<int32_t> docs_text_ids(const model::Model& m, size_t n) {
+  std::string text;
+  for (const char* f : {"/README.md", "/docs/trainer.md", "/docs/benchmarks.md", "/../shared/DESIGN.md"}) {
+    std::ifstream in(std::string(LAGSERVE_SOURCE_DIR) + f);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text += ss.str();
+  }
+  std::vector<int32_t> ids = m.tokenizer->encode(text, false);
+  EXPECT_GE(ids.size(), n);
+  ids.resize(std::min(ids.size(), n));
+  return ids;
+}
+
+// Greedy decoding sampled on the device (Backend::samples_on_device): `n_seqs`
+// random prompts of different lengths prefilled in one step, then `steps`
+// steps of one token each; every sampled token must be its row's argmax.
+// Returns the tokens checked.
+inline int expect_greedy_takes_argmax(backend::Backend& be, int n_seqs, int steps) {
+  kv::BlockPool pool(be.n_blocks());
+  backend::DeviceSampling greedy;
+  greedy.temperature = 0.f;
+  std::vector<kv::SequenceCache> caches;
+  std::vector<std::vector<int32_t>> ids;
+  for (int k = 0; k < n_seqs; ++k) {
+    caches.emplace_back(kv::LagPolicy{}, be.config().n_layers, be.block_size());
+    ids.push_back(conformance_ids(9 + 5 * k, be.config().vocab_size));
+  }
+  int checked = 0;
+  for (int step = 0; step < steps; ++step) {
+    backend::StepBatch b;
+    for (int k = 0; k < n_seqs; ++k) {
+      const auto toks = step == 0 ? std::span<const int32_t>(ids[k]) : std::span<const int32_t>(ids[k]).last(1);
+      EXPECT_TRUE(caches[k].reserve(pool, static_cast<int32_t>(toks.size())).ok());
+      b.seqs.push_back(backend::SequenceStep::from_cache(caches[k], toks));
+      b.seqs.back().sampling = &greedy;
+    }
+    auto out = be.step(b);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok() || static_cast<int>(out->tokens.size()) != n_seqs) break;
+    for (int k = 0; k < n_seqs; ++k) {
+      caches[k].advance(pool, static_cast<int32_t>(b.seqs[k].tokens.size()));
+      const auto row = out->last_row(k);
+      EXPECT_EQ(out->tokens[k], std::max_element(row.begin(), row.end()) - row.begin());
+      ++checked;
+      ids[k].push_back(out->tokens[k]);
+    }
+  }
+  for (auto& c : caches) c.release(pool);
+  return checked;
 }
 
 // ||a - b|| / ||b||

@@ -40,21 +40,6 @@ std::unique_ptr<backend::Backend> cuda_backend(const model::Model& m, int64_t ca
   return be.ok() ? std::move(*be) : nullptr;
 }
 
-// 2,000 tokens of English prose and markdown: the repository's docs.
-std::vector<int32_t> text_ids(const model::Model& m, size_t n) {
-  std::string text;
-  for (const char* f : {"/README.md", "/docs/trainer.md", "/docs/benchmarks.md", "/../shared/DESIGN.md"}) {
-    std::ifstream in(std::string(LAGSERVE_SOURCE_DIR) + f);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text += ss.str();
-  }
-  std::vector<int32_t> ids = m.tokenizer->encode(text, false);
-  EXPECT_GE(ids.size(), n);
-  ids.resize(std::min(ids.size(), n));
-  return ids;
-}
-
 int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
@@ -144,7 +129,7 @@ TEST_P(DefaultModel, TopOneAndKeptPositionsAgreeWithCpu) {
   const auto& [spec, chunk] = GetParam();
   auto policy = kv::LagPolicy::parse(spec);
   ASSERT_TRUE(policy.ok()) << policy.status();
-  const std::vector<int32_t> ids = text_ids(**m, 2000);
+  const std::vector<int32_t> ids = testing_util::docs_text_ids(**m, 2000);
   ASSERT_EQ(ids.size(), 2000u);
   // 1,700 positions in prompt chunks, the last 300 one token a step.
   auto gpu_be = cuda_backend(**m);
@@ -382,36 +367,7 @@ TEST(CudaBackend, GreedyBatchTakesTheArgmax) {
   ASSERT_TRUE(m.ok()) << m.status();
   auto gpu = cuda_backend(**m, 64);
   ASSERT_NE(gpu, nullptr);
-  kv::BlockPool pool(gpu->n_blocks());
-  backend::DeviceSampling greedy;
-  greedy.temperature = 0.f;
-  std::vector<kv::SequenceCache> caches;
-  std::vector<std::vector<int32_t>> ids;
-  for (int k = 0; k < 5; ++k) {
-    caches.emplace_back(kv::LagPolicy{}, (*m)->config.n_layers, 16);
-    ids.push_back(testing_util::conformance_ids(9 + 5 * k, (*m)->config.vocab_size));
-  }
-  int checked = 0;
-  for (int step = 0; step < 12; ++step) {
-    backend::StepBatch b;
-    for (int k = 0; k < 5; ++k) {
-      const auto toks = step == 0 ? std::span<const int32_t>(ids[k]) : std::span<const int32_t>(ids[k]).last(1);
-      ASSERT_TRUE(caches[k].reserve(pool, static_cast<int32_t>(toks.size())).ok());
-      b.seqs.push_back(backend::SequenceStep::from_cache(caches[k], toks));
-      b.seqs.back().sampling = &greedy;
-    }
-    auto out = gpu->step(b);
-    ASSERT_TRUE(out.ok()) << out.status();
-    for (int k = 0; k < 5; ++k) {
-      caches[k].advance(pool, static_cast<int32_t>(b.seqs[k].tokens.size()));
-      const auto row = out->last_row(k);
-      EXPECT_EQ(out->tokens[k], std::max_element(row.begin(), row.end()) - row.begin());
-      ++checked;
-      ids[k].push_back(out->tokens[k]);
-    }
-  }
-  for (auto& c : caches) c.release(pool);
-  EXPECT_EQ(checked, 60);
+  EXPECT_EQ(testing_util::expect_greedy_takes_argmax(*gpu, 5, 12), 60);
 }
 
 TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {

@@ -54,20 +54,6 @@ std::unique_ptr<backend::Backend> plain_backend(const model::Model& m, int64_t c
   return be.ok() ? std::move(*be) : nullptr;
 }
 
-std::vector<int32_t> text_ids(const model::Model& m, size_t n) {
-  std::string text;
-  for (const char* f : {"/README.md", "/docs/trainer.md", "/docs/deploy.md"}) {
-    std::ifstream in(std::string(LAGSERVE_SOURCE_DIR) + f);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text += ss.str();
-  }
-  std::vector<int32_t> ids = m.tokenizer->encode(text, false);
-  EXPECT_GE(ids.size(), n);
-  ids.resize(std::min(ids.size(), n));
-  return ids;
-}
-
 int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
@@ -90,7 +76,7 @@ TEST_P(Policies, OneRankGivesTheSameBitsAsNoTensorParallelism) {
   if (m == nullptr) GTEST_SKIP() << "the default model is not cached (scripts/fetch_model.py)";
   auto policy = kv::LagPolicy::parse(GetParam());
   ASSERT_TRUE(policy.ok()) << policy.status();
-  const std::vector<int32_t> ids = text_ids(*m, 800);
+  const std::vector<int32_t> ids = testing_util::docs_text_ids(*m, 800);
   ForwardRun plain, tp;
   {
     auto be = plain_backend(*m);
@@ -119,7 +105,7 @@ TEST_P(Policies, ThreeRanksAgreeWithTheWholeModel) {
   if (m == nullptr) GTEST_SKIP() << "the default model is not cached (scripts/fetch_model.py)";
   auto policy = kv::LagPolicy::parse(GetParam());
   ASSERT_TRUE(policy.ok()) << policy.status();
-  const std::vector<int32_t> ids = text_ids(*m, 1000);
+  const std::vector<int32_t> ids = testing_util::docs_text_ids(*m, 1000);
   ForwardRun plain, tp;
   {
     auto be = plain_backend(*m);
@@ -206,37 +192,7 @@ TEST(TensorParallel, GreedySamplingTakesTheArgmax) {
   ASSERT_TRUE(m.ok()) << m.status();
   auto be = tp_backend(**m, 2, /*single_device=*/true, 64);
   ASSERT_NE(be, nullptr);
-  kv::BlockPool pool(be->n_blocks());
-  backend::DeviceSampling greedy;
-  greedy.temperature = 0.f;
-  std::vector<kv::SequenceCache> caches;
-  std::vector<std::vector<int32_t>> ids;
-  for (int k = 0; k < 4; ++k) {
-    caches.emplace_back(kv::LagPolicy{}, (*m)->config.n_layers, 16);
-    ids.push_back(testing_util::conformance_ids(11 + 7 * k, (*m)->config.vocab_size));
-  }
-  int checked = 0;
-  for (int step = 0; step < 8; ++step) {
-    backend::StepBatch b;
-    for (int k = 0; k < 4; ++k) {
-      const auto toks = step == 0 ? std::span<const int32_t>(ids[k]) : std::span<const int32_t>(ids[k]).last(1);
-      ASSERT_TRUE(caches[k].reserve(pool, static_cast<int32_t>(toks.size())).ok());
-      b.seqs.push_back(backend::SequenceStep::from_cache(caches[k], toks));
-      b.seqs.back().sampling = &greedy;
-    }
-    auto out = be->step(b);
-    ASSERT_TRUE(out.ok()) << out.status();
-    ASSERT_EQ(out->tokens.size(), 4u);
-    for (int k = 0; k < 4; ++k) {
-      caches[k].advance(pool, static_cast<int32_t>(b.seqs[k].tokens.size()));
-      const auto row = out->last_row(k);
-      EXPECT_EQ(out->tokens[k], std::max_element(row.begin(), row.end()) - row.begin());
-      ++checked;
-      ids[k].push_back(out->tokens[k]);
-    }
-  }
-  for (auto& c : caches) c.release(pool);
-  EXPECT_EQ(checked, 32);
+  EXPECT_EQ(testing_util::expect_greedy_takes_argmax(*be, 4, 8), 32);
 }
 
 TEST(TensorParallel, RejectsWhatItCannotSplitOrPlace) {
