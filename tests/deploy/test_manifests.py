@@ -72,9 +72,12 @@ def test_deployment_matches_the_server():
     assert c["livenessProbe"]["tcpSocket"]["port"] == "http"
     drain = float(c["args"][c["args"].index("--drain-timeout") + 1])
     assert pod["terminationGracePeriodSeconds"] > drain
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     config = find("ConfigMap", "lagserve-config")
     assert set(config["data"]) <= env_names(), set(config["data"]) - env_names()
+    # One GPU per tensor-parallel rank.
+    tp = int(config["data"]["LAGSERVE_TENSOR_PARALLEL_SIZE"])
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == tp
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == tp
     assert c["envFrom"][0]["configMapRef"]["name"] == "lagserve-config"
     service = find("Service", "lagserve")
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
