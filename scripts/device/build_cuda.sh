@@ -13,7 +13,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLAGSERVE_SERVER=ON
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" "$@" > /dev/null
 TARGETS=${BUILD_TARGETS:-lagserve bench_cuda_decode bench_prefill_attention \
   test_cuda_decode_attention test_cuda_gemv test_cuda_layer_ops test_cuda_prefill_attention test_cuda_lag_kernels test_cuda_sampling \
-  test_cuda_backend test_engine test_async_engine}
+  test_cuda_backend test_tensor_parallel test_engine test_async_engine}
 cmake --build build-gpu -j"$(nproc)" --target $TARGETS 2>&1 | grep -E "error|warning: unused|FAILED" || true
 test -x build-gpu/server/lagserve
 build-gpu/server/lagserve --version

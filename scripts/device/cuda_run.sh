@@ -20,7 +20,7 @@ run_test() {  # name [env...]
   local t=$1; shift
   env "$@" "$B/tests/$t" > "$OUT/$t${SUFFIX:-}.log" 2>&1
   echo "$t${SUFFIX:-}: exit $? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t${SUFFIX:-}.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]|Failure|agreement|agree on|mixed batch|device sampling' "$OUT/$t${SUFFIX:-}.log" | head -20
+  grep -E '^\[  FAILED  \]|Failure|agreement|agree on|whole model|mixed batch|device sampling' "$OUT/$t${SUFFIX:-}.log" | head -20
 }
 
 if [ "$WHAT" != bench ]; then
@@ -36,6 +36,7 @@ if [ "$WHAT" != bench ]; then
     echo "memcheck test_cuda_gemv: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_gemv.log")"
   fi
   run_test test_cuda_backend
+  run_test test_tensor_parallel
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda_gemv run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMV=1
