@@ -6,19 +6,32 @@
 
 #include <fmt/format.h>
 
-// LAGSERVE_HAVE_GLOO: set by trainer/CMakeLists.txt when Gloo's headers and
-// library are found.
+// Set by trainer/CMakeLists.txt: LAGSERVE_HAVE_GLOO when Gloo's headers and
+// library are found, LAGSERVE_HAVE_C10D_NCCL when LibTorch has the NCCL
+// process group (PyTorch's CUDA builds).
 #ifdef LAGSERVE_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#if defined(LAGSERVE_HAVE_GLOO) || defined(LAGSERVE_HAVE_C10D_NCCL)
+#define LAGSERVE_HAVE_C10D 1
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
 namespace lagserve::trainer {
 
 struct DataParallel::Group {
-#ifdef LAGSERVE_HAVE_GLOO
+#ifdef LAGSERVE_HAVE_C10D
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+#endif
+#ifdef LAGSERVE_HAVE_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+  torch::Device device{torch::kCPU};  // where NCCL's operands go
 #endif
 };
 
@@ -47,7 +60,7 @@ DataParallel::DataParallel(int rank, int world, std::unique_ptr<Group> group)
 
 DataParallel::~DataParallel() = default;
 
-absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
+absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env(const torch::Device& device) {
   const absl::StatusOr<int> world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
   if (!world.ok()) return world.status();
   if (!rank.ok()) return rank.status();
@@ -56,9 +69,22 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
                                                   *rank, *world));
   }
   if (*world == 1) return std::unique_ptr<DataParallel>(new DataParallel(0, 1, nullptr));
+  (void)device;  // unused in a build without NCCL
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+  const bool nccl = device.is_cuda();
+#else
+  const bool nccl = false;
+#endif
 #ifndef LAGSERVE_HAVE_GLOO
-  return absl::InvalidArgumentError(fmt::format(
-      "WORLD_SIZE={}: this lagtrain was built without Gloo's headers (Debian: libgloo-dev)", *world));
+  if (!nccl) {
+    return absl::InvalidArgumentError(fmt::format(
+        "WORLD_SIZE={}: this lagtrain was built without Gloo's headers (Debian: libgloo-dev){}", *world,
+        device.is_cuda() ? " and its LibTorch has no NCCL process group" : ""));
+  }
+#endif
+#ifndef LAGSERVE_HAVE_C10D
+  (void)nccl;
+  return absl::InternalError("unreachable: no process group");
 #else
   const char* addr = std::getenv("MASTER_ADDR");
   const absl::StatusOr<int> port = env_int("MASTER_PORT", -1);
@@ -75,13 +101,25 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
     so.numWorkers = static_cast<size_t>(*world);
     so.timeout = kTimeout;
     group->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
-    auto options = c10d::ProcessGroupGloo::Options::create(kTimeout);
-    // GLOO_SOCKET_IFNAME names the interface to use (as in PyTorch); else the host name's.
-    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-    options->devices.push_back(ifname != nullptr && *ifname != '\0'
-                                   ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
-                                   : c10d::ProcessGroupGloo::createDefaultDevice());
-    group->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, *rank, *world, options);
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+    if (nccl) {
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = kTimeout;
+      group->device = device;
+      group->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(group->store, *rank, *world, options);
+    }
+#endif
+#ifdef LAGSERVE_HAVE_GLOO
+    if (!nccl) {
+      auto options = c10d::ProcessGroupGloo::Options::create(kTimeout);
+      // GLOO_SOCKET_IFNAME names the interface to use (as in PyTorch); else the host name's.
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      options->devices.push_back(ifname != nullptr && *ifname != '\0'
+                                     ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                                     : c10d::ProcessGroupGloo::createDefaultDevice());
+      group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, *rank, *world, options);
+    }
+#endif
   } catch (const std::exception& e) {
     return absl::UnavailableError(fmt::format("rank {} of {} could not join {}:{}: {}", *rank, *world,
                                               addr, *port, e.what()));
@@ -90,12 +128,31 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::from_env() {
 #endif
 }
 
+bool DataParallel::uses_nccl() const {
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+  return group_ != nullptr && group_->nccl;
+#else
+  return false;
+#endif
+}
+
 absl::Status DataParallel::all_reduce_sum(torch::Tensor& t) {
-#ifdef LAGSERVE_HAVE_GLOO
   if (group_ == nullptr) return absl::OkStatus();
+#ifdef LAGSERVE_HAVE_C10D
   try {
+#ifdef LAGSERVE_HAVE_C10D_NCCL
+    if (group_->nccl) {
+      // NCCL sums device memory: a host operand goes there and back.
+      std::vector<torch::Tensor> ts{t.is_cuda() ? t : t.to(group_->device)};
+      group_->nccl->allreduce(ts)->wait();
+      if (!t.is_cuda()) t.copy_(ts[0].cpu());
+      return absl::OkStatus();
+    }
+#endif
+#ifdef LAGSERVE_HAVE_GLOO
     std::vector<torch::Tensor> ts{t};
-    group_->pg->allreduce(ts)->wait();
+    group_->gloo->allreduce(ts)->wait();
+#endif
   } catch (const std::exception& e) {
     return absl::UnavailableError(fmt::format("rank {} of {}: all-reduce failed (a replica gone?): {}",
                                               rank_, world_, e.what()));

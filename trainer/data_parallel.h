@@ -1,8 +1,8 @@
 // Data-parallel training under a torchrun-style environment (RANK,
 // WORLD_SIZE, MASTER_ADDR, MASTER_PORT): one process per replica, LibTorch's
-// c10d process group (Gloo) sums the gradients after each step's micro-
-// batches. Without the variables, or at WORLD_SIZE=1, a group of one that
-// does nothing.
+// c10d process group sums the gradients after each step's micro-batches:
+// NCCL when the model is on a GPU and LibTorch has it, else Gloo. Without the
+// variables, or at WORLD_SIZE=1, a group of one that does nothing.
 #pragma once
 
 #include <memory>
@@ -17,15 +17,17 @@ namespace lagserve::trainer {
 
 class DataParallel {
  public:
-  // From the environment. Errors (InvalidArgument): a variable that is not a
-  // number, RANK outside [0, WORLD_SIZE), WORLD_SIZE > 1 without
-  // MASTER_ADDR/MASTER_PORT or in a LibTorch without Gloo; Unavailable: the
+  // From the environment, for a model on `device`. Errors (InvalidArgument):
+  // a variable that is not a number, RANK outside [0, WORLD_SIZE),
+  // WORLD_SIZE > 1 without MASTER_ADDR/MASTER_PORT or with no process group
+  // for the device (no Gloo; on CUDA, no Gloo and no NCCL); Unavailable: the
   // group could not be formed (a peer never came: c10d's timeout).
-  static absl::StatusOr<std::unique_ptr<DataParallel>> from_env();
+  static absl::StatusOr<std::unique_ptr<DataParallel>> from_env(const torch::Device& device);
   ~DataParallel();
 
   int rank() const { return rank_; }
   int world() const { return world_; }
+  bool uses_nccl() const;
 
   // Sums t over the replicas, in place: every replica ends with the sum.
   // Errors (Unavailable): a peer gone, or silent past the timeout (30 min:

@@ -150,13 +150,13 @@ absl::Status run_training(const TrainOptions& o) {
   LAGSERVE_RETURN_IF_ERROR(check_options(o));
   // Replicas (RANK, WORLD_SIZE): each takes its share of every micro-batch;
   // rank 0 alone logs, evaluates, checkpoints and exports.
-  LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<DataParallel> dp, DataParallel::from_env());
-  const bool lead = dp->rank() == 0;
   const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
   const char* local_rank = std::getenv("LOCAL_RANK");
   const torch::Device device =
       cuda ? torch::Device(torch::kCUDA, local_rank != nullptr ? static_cast<int8_t>(std::atoi(local_rank)) : 0)
            : torch::Device(torch::kCPU);
+  LAGSERVE_ASSIGN_OR_RETURN(std::unique_ptr<DataParallel> dp, DataParallel::from_env(device));
+  const bool lead = dp->rank() == 0;
   torch::set_num_threads(o.threads > 0 ? o.threads
                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::manual_seed(o.seed);
@@ -193,7 +193,7 @@ absl::Status run_training(const TrainOptions& o) {
   if (lead) {
     note("model {} ({} layers), {} training sequences of {} tokens, attention {} (policy {}), device {}{}",
          path, base->config.n_layers, train_seqs.size(), o.seq_len, o.attention, policy.to_string(),
-         cuda ? "cuda" : "cpu", dp->world() > 1 ? fmt::format(", {} replicas", dp->world()) : "");
+         cuda ? "cuda" : "cpu", dp->world() > 1 ? fmt::format(", {} replicas ({})", dp->world(), dp->uses_nccl() ? "NCCL" : "Gloo") : "");
   }
 
   CausalLmOptions lm_opt;
