@@ -163,9 +163,9 @@ TEST_P(Policies, ThreeRanksAgreeWithTheWholeModel) {
 INSTANTIATE_TEST_SUITE_P(TensorParallel, Policies,
                          ::testing::Values("off", "sink=16,lag=64,ratio=0.25"));
 
-// N = 2 on a Qwen2 model: the QKV bias is split with the heads.
-TEST(TensorParallel, TwoRanksSplitTheQkvBias) {
-  REQUIRE_GPU();
+// N = 2 on a Qwen2 model (the QKV bias is split with the heads), policy on,
+// against the whole model; then greedy sampling on the device through rank 0.
+void expect_two_ranks_agree_on_tiny_qwen2(bool single_device) {
   auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE((*m)->config.qkv_bias);
@@ -173,7 +173,7 @@ TEST(TensorParallel, TwoRanksSplitTheQkvBias) {
   const auto policy = kv::LagPolicy::parse("sink=4,lag=16,ratio=0.25");
   ASSERT_TRUE(policy.ok());
   auto plain_be = plain_backend(**m, 64);
-  auto tp_be = tp_backend(**m, 2, /*single_device=*/true, 64);
+  auto tp_be = tp_backend(**m, 2, single_device, 64);
   ASSERT_NE(plain_be, nullptr);
   ASSERT_NE(tp_be, nullptr);
   const ForwardRun plain = engine_forward(*plain_be, ids, *policy, 32, 40);
@@ -187,16 +187,22 @@ TEST(TensorParallel, TwoRanksSplitTheQkvBias) {
   for (const auto& [key, kept] : tp.kept) heads.insert(std::get<1>(key));
   EXPECT_EQ(heads, (std::set<int>{0, 1}));
   EXPECT_EQ(tp.kept.size(), plain.kept.size());
+  EXPECT_EQ(testing_util::expect_greedy_takes_argmax(*tp_be, 4, 8), 32);
 }
 
-// Rank 0 samples on the device from the whole model's logits.
-TEST(TensorParallel, GreedySamplingTakesTheArgmax) {
+TEST(TensorParallel, TwoRanksOnOneGpuAgreeWithTheWholeModel) {
   REQUIRE_GPU();
-  auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
-  ASSERT_TRUE(m.ok()) << m.status();
-  auto be = tp_backend(**m, 2, /*single_device=*/true, 64);
-  ASSERT_NE(be, nullptr);
-  EXPECT_EQ(testing_util::expect_greedy_takes_argmax(*be, 4, 8), 32);
+  expect_two_ranks_agree_on_tiny_qwen2(/*single_device=*/true);
+}
+
+// Across GPUs through NCCL (issue 10; skips with fewer than 2 GPUs).
+TEST(TensorParallel, TwoGpusThroughNcclAgreeWithTheWholeModel) {
+  REQUIRE_GPU();
+  int n_devices = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&n_devices), cudaSuccess);
+  if (n_devices < 2) GTEST_SKIP() << "one GPU";
+  if (!backend::cuda::nccl_available()) GTEST_SKIP() << "built without NCCL";
+  expect_two_ranks_agree_on_tiny_qwen2(/*single_device=*/false);
 }
 
 TEST(TensorParallel, RejectsWhatItCannotSplitOrPlace) {
