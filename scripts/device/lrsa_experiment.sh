@@ -2,7 +2,7 @@
 # Issue 8's experiment: fine-tune the default model twice from the same start
 # with the same data, steps, seed and learning rate, once with LRSA and once
 # with full attention, then evaluate both and the untuned model through the
-# served path (`lagserve eval`) with the policy off and at 2x, 4x and 8x, at
+# served path (`lagserve eval`) with the policy off and at 2x, 4x, 8x and 16x (POLICIES), at
 # several context lengths. Writes to $OUT: eval.csv, eval.png, the two
 # train_log.jsonl files, commands.txt (every command, as run), summary.txt.
 #
@@ -34,6 +34,7 @@ SEED="${SEED:-1}"                   # training data and order; eval draws with -
 EVAL_SEED="${EVAL_SEED:-7}"
 LENGTHS="${LENGTHS:-2048,4096,8176}"  # 8176 + answer stays inside the 8192-token context
 SAMPLES="${SAMPLES:-40}"
+POLICIES="${POLICIES:-off 2x 4x 8x 16x}"  # 16x: past the paper's range, where the gap should open
 PHASES="${PHASES:-data lrsa full eval}"
 W="${WORK:-/tmp/lrsa-experiment}"
 mkdir -p "$OUT" "$W"
@@ -67,7 +68,7 @@ done
 if has eval; then
   run "$B/server/lagserve" eval --model "$MODEL" --model "$W/lrsa" --model "$W/full" \
     --task passkey,multikey,facts --length "$LENGTHS" --samples "$SAMPLES" --seed "$EVAL_SEED" \
-    --policy off --policy 2x --policy 4x --policy 8x --device "$DEVICE" \
+    $(printf -- '--policy %s ' $POLICIES) --device "$DEVICE" \
     --csv "$OUT/eval.csv" --plot "$OUT/eval.png"
 fi
 for attention in lrsa full; do
