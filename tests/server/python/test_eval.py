@@ -112,6 +112,8 @@ def test_task_sweep_writes_every_row_and_the_plot(tmp_path):
     assert width == 2 * 440 and height > 330  # two panels, a legend below
     blue = sum(px == LINE_BLUE for row in rows_px for px in row)
     assert blue > 500, blue  # the model's line, markers and legend swatch
+    # Compressed: flat colour and repeated rows deflate to a few percent.
+    assert plot.stat().st_size < height * (width * 3 + 1) / 20, plot.stat().st_size
 
 
 def test_bad_input_is_one_clear_error(tmp_path):
