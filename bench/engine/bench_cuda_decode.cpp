@@ -12,8 +12,7 @@
 // a share of --hbm-tbs, the mean time of the steps with a compaction against
 // those without (the amortised cost of LagKV), and the cache's capacity in
 // sequences of context + steps tokens. --tensor-parallel-size N shards the
-// model over GPUs 0..N-1 (the roofline is then N GPUs'); with
-// --tp-single-device every rank shares GPU 0 (a check of the path, not a speed).
+// model over GPUs 0..N-1 (the roofline is then N GPUs').
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -59,7 +58,6 @@ int main(int argc, char** argv) {
   int batch = 32, context = 32768, steps = 256, chunk = 8192;
   double util = 0.9, hbm_tbs = 4.25;
   int tp_size = 0;  // 0: the plain backend; N >= 1: the tensor-parallel one
-  bool tp_single_device = false;
   app.add_option("--model", model_path);
   app.add_option("--batch", batch);
   app.add_option("--context", context);
@@ -70,7 +68,6 @@ int main(int argc, char** argv) {
   app.add_option("--gpu-memory-utilization", util);
   app.add_option("--hbm-tbs", hbm_tbs, "HBM bandwidth for the roofline (TB/s)");
   app.add_option("--tensor-parallel-size", tp_size, "shard over N GPUs (0: no tensor parallelism)");
-  app.add_flag("--tp-single-device", tp_single_device, "every rank on GPU 0 (checks the path)");
   CLI11_PARSE(app, argc, argv);
 
   auto model = model::load_model(model_path);
@@ -82,11 +79,10 @@ int main(int argc, char** argv) {
   opt.max_seqs = batch;
   backend::TensorParallelOptions tp;
   tp.size = tp_size;
-  tp.single_device = tp_single_device;
   auto be = tp_size == 0 ? backend::make_cuda_backend(**model, opt)
                          : backend::make_tensor_parallel_backend(**model, opt, tp);
   if (!be.ok()) die(be.status());
-  const int n_gpus = tp_size == 0 || tp_single_device ? 1 : tp_size;
+  const int n_gpus = std::max(tp_size, 1);
   backend::Backend& B = **be;
   int64_t weight_bytes = static_cast<int64_t>((*model)->weights.tok_embd.size() +
                                               (*model)->weights.output.size()) * 2;
@@ -101,7 +97,7 @@ int main(int argc, char** argv) {
               weight_bytes / 1e9, B.n_blocks(), B.block_size());
 
   if (tp_size > 0) {
-    std::printf("tensor parallel size %d%s\n", tp_size, tp_single_device ? ", every rank on GPU 0" : "");
+    std::printf("tensor parallel size %d\n", tp_size);
   }
   std::mt19937 rng(7);
   std::vector<Result> results;

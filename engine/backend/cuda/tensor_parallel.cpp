@@ -176,6 +176,9 @@ absl::StatusOr<std::unique_ptr<Backend>> make_tensor_parallel_backend(const mode
   std::vector<std::unique_ptr<cuda::TpComm>> comms;
   if (tp.single_device) {
     if (tp.size > 8) return absl::InvalidArgumentError("at most 8 ranks on one device");
+    if (options.kv_cache_bytes <= 0) {
+      return absl::InvalidArgumentError("ranks sharing one device need kv_cache_bytes (each sizes its own cache)");
+    }
     devices.assign(tp.size, options.device);
     comms = cuda::make_single_device_comms(tp.size);
   } else {

@@ -19,8 +19,9 @@ namespace lagserve::backend {
 struct TensorParallelOptions {
   int32_t size = 1;
   // Every rank on CudaBackendOptions::device, joined by a stand-in for NCCL
-  // (which refuses two ranks on one GPU), for tests where one GPU is lent;
-  // else rank r on device options.device + r, joined by NCCL.
+  // (which refuses two ranks on one GPU), for tests where one GPU is lent
+  // (kv_cache_bytes must be set); else rank r on device options.device + r,
+  // joined by NCCL.
   bool single_device = false;
 };
 

@@ -216,6 +216,12 @@ TEST(TensorParallel, RejectsWhatItCannotSplitOrPlace) {
   ASSERT_FALSE(be.ok());
   EXPECT_EQ(be.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(be.status().message().find("2 KV heads"), std::string::npos) << be.status();
+  tp.size = 2;  // ranks sharing a GPU cannot each size their cache from its free memory
+  backend::CudaBackendOptions unsized = options(64);
+  unsized.kv_cache_bytes = 0;
+  be = backend::make_tensor_parallel_backend(**m, unsized, tp);
+  ASSERT_FALSE(be.ok());
+  EXPECT_NE(be.status().message().find("kv_cache_bytes"), std::string::npos) << be.status();
   int n_devices = 0;
   ASSERT_EQ(cudaGetDeviceCount(&n_devices), cudaSuccess);
   tp.size = 2;
