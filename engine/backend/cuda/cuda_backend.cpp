@@ -1,6 +1,7 @@
 // CudaBackend: one step = one upload of the step's metadata, the decoder
-// stack as cuBLAS GEMMs and our kernels on one stream, then the logits down,
-// or the rows sampled on the device and only their tokens down.
+// stack as cuBLAS GEMMs and our kernels on one stream (cuda_backend_stack.cpp),
+// then the logits down, or the rows sampled on the device and only their
+// tokens down.
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -14,29 +15,14 @@
 
 #include <fmt/format.h>
 
-#include "engine/backend/cuda/cuda_resources.h"
-#include "engine/backend/cuda/device_sampler.h"
+#include "engine/backend/cuda/cuda_backend_impl.h"
 #include "engine/backend/cuda/tp_comm.h"
 #include "engine/common/check.h"
-#include "kernels/cuda/decode_attention.h"
-#include "kernels/cuda/embedding.h"
-#include "kernels/cuda/gemm.h"
-#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/kv_compact.h"
-#include "kernels/cuda/lag_score.h"
-#include "kernels/cuda/lag_select.h"
-#include "kernels/cuda/lag_work.h"
-#include "kernels/cuda/prefill_attention.h"
-#include "kernels/cuda/rmsnorm.h"
-#include "kernels/cuda/rope.h"
-#include "kernels/cuda/swiglu.h"
 
 namespace lagserve::backend {
+namespace cuda_impl {
 namespace {
-
-namespace kc = lagserve::kernels::cuda;
-using cuda::DeviceArray;
-using kc::bf16;
 
 std::vector<bf16> to_bf16(const std::vector<float>& x) {
   std::vector<bf16> y(x.size());
@@ -44,118 +30,7 @@ std::vector<bf16> to_bf16(const std::vector<float>& x) {
   return y;
 }
 
-struct LayerParams {
-  DeviceArray<float> attn_norm, ffn_norm, bqkv;
-  DeviceArray<bf16> wqkv, wo, w_gate_up, w_down;
-};
-
-// Where one sequence's rows and cache groups are, and what its step makes due.
-struct SeqPlan {
-  int32_t n = 0, row0 = 0;
-  int32_t full_table = -1, lag_table = -1;  // offsets into the step's tables
-  int32_t n_due = 0, region = 0;
-  int32_t hide_upto = -1;                   // offset of its hide_upto array, -1: none
-  int64_t selected = 0;                     // offset of its selection bytes (per layer after)
-  bool rows_path = false;                   // its queries go through decode_attention, one item each
-  bool gemv = false;                        // one token: its row goes through the skinny GEMMs
-};
-
-// Where a step's parts are in the metadata buffer (int32 offsets), and its
-// decode split plan.
-struct StackArgs {
-  int64_t T = 0, n_rows = 0;
-  int32_t n_decode = 0;
-  int64_t n_gemv = 0;  // rows 0..n_gemv-1: one-token sequences, through the skinny GEMMs
-  int64_t o_pos = 0, o_slots = 0, o_items = 0, o_rows = 0, o_head = 0, o_hide = 0, o_works = 0,
-          o_tables = 0;
-  bool masked_items = false;  // some decode item (a chunk row) hides unselected keys
-  // LagKV work: n_lag sequences with due partitions, one LagWork each per
-  // layer at o_works + (l * n_lag + j) * kWorkInts; grid maxima.
-  int32_t n_lag = 0, max_due = 0, max_lag = 0, max_src = 0;
-  kc::DecodePlan dplan;
-};
-
-constexpr int64_t kItemInts = sizeof(kc::DecodeItem) / sizeof(int32_t);
-constexpr int64_t kWorkInts = sizeof(kc::LagWork) / sizeof(int32_t);
-constexpr size_t kMaxGraphs = 64;             // captured (batch, bucket) pairs kept
-// Decode graphs serve contexts up to a multiple of this (a new capture every
-// kGraphBucket steps of a batch: a few ms against seconds of decoding); the
-// split plan is taken for the bucket, so it stays close to the real lengths.
-constexpr int32_t kGraphBucket = 512;
-constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can capture it
-
-// Chunks of at most this many tokens, and every chunk of a model whose
-// head_dim the tensor-core prefill kernel lacks, run as rows of the batched
-// decode attention (one launch for all of them).
-constexpr int32_t kRowsPathMaxTokens = 4;
-
-// Backends of at most this many sequences use the skinny GEMMs: one n8 tile.
-constexpr int32_t kGemvMaxSeqs = 8;
-
-class CudaBackend final : public Backend {
- public:
-  CudaBackend(const model::Model& model, const CudaBackendOptions& opt, int32_t sm_count)
-      : cfg_(model.config), opt_(opt), sm_count_(sm_count), blas_(stream_.get()) {}
-
-  absl::Status init(const model::Model& model);
-  const model::ModelConfig& config() const override { return cfg_; }
-  int32_t block_size() const override { return opt_.block_size; }
-  int32_t n_blocks() const override { return n_blocks_; }
-  absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
-  bool samples_on_device() const override { return true; }
-
- private:
-  // True when a buffer had to grow.
-  bool reserve_activations(int64_t T, int64_t n_rows);
-  void launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans, const StackArgs& a);
-  kc::PagedKvBf16 layer_kv(int32_t l) const {
-    const int64_t per_layer = static_cast<int64_t>(n_blocks_) * cfg_.kv_dim() * opt_.block_size;
-    return {k_cache_.get() + l * per_layer, v_cache_.get() + l * per_layer, cfg_.n_kv_heads,
-            opt_.block_size, cfg_.head_dim};
-  }
-
-  // Where sequence p's selection flags for layer l live on the device.
-  uint8_t* selection(const SeqPlan& p, int32_t l, int32_t lag) const {
-    return selected_.get() + p.selected + static_cast<int64_t>(l) * cfg_.n_kv_heads * p.n_due * lag;
-  }
-
-  model::ModelConfig cfg_;
-  CudaBackendOptions opt_;
-  bool prefill_supported_ = false;  // the tensor-core prefill kernel has this head_dim
-  int32_t sm_count_;
-  int32_t n_blocks_ = 0;
-  cuda::Stream stream_;
-  cuda::CublasHandle blas_;
-  std::vector<LayerParams> layers_;
-  DeviceArray<bf16> tok_embd_, output_;  // output_ empty when tied
-  DeviceArray<float> out_norm_, inv_freq_;
-  DeviceArray<bf16> k_cache_, v_cache_;  // [n_layers][n_blocks, n_kv_heads, block, head_dim]
-  // Activations, grown to the largest step seen.
-  DeviceArray<float> x_, qkv_, gate_up_, logits_, decode_ws_, scores_;
-  DeviceArray<bf16> h_, attn_, act_, compact_scratch_;
-  DeviceArray<int32_t> meta_;
-  DeviceArray<uint8_t> selected_;
-  cuda::PinnedArray<int32_t> meta_host_;
-  cuda::PinnedArray<float> logits_host_;
-  cuda::PinnedArray<uint8_t> selected_host_;
-  DeviceArray<uint8_t> blas_workspace_;
-  cuda::DeviceSampler sampler_;  // after the stack, outside any graph
-  bool use_graphs_ = true;
-  // The skinny tensor-core GEMMs (kernels/cuda/gemv.h) for one-token rows,
-  // with the norms, RoPE and SwiGLU fused. On for a backend of at most
-  // kGemvMaxSeqs sequences: on the H100 they gain 5% at batch 1 but lose 18%
-  // at batch 32 (docs/cuda.md), and the choice is the backend's, never the
-  // step's, so that a row takes the same path at every batch size.
-  // LAGSERVE_CUDA_GEMV=0 / 1 forces it off / on.
-  bool use_gemv_ = false;
-  DeviceArray<float> gemv_ws_;
-  DeviceArray<int32_t> gemv_counters_;
-  kc::GemvScratch gemv_scratch() const {
-    return {gemv_ws_.get(), static_cast<int64_t>(gemv_ws_.size()), gemv_counters_.get(),
-            static_cast<int64_t>(gemv_counters_.size())};
-  }
-  std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
-};
+}  // namespace
 
 absl::Status CudaBackend::init(const model::Model& model) {
   prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
@@ -548,161 +423,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   return out;
 }
 
-// Enqueues the decoder stack of a planned step on the stream, through the
-// logits (captured whole into a graph for decode steps).
-void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans,
-                               const StackArgs& a) {
-  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim(), ff = cfg_.d_ff;
-  const int64_t qkv_dim = q_dim + 2 * kv_dim, item_ints = kItemInts;
-  const int32_t n_layers = cfg_.n_layers, n_seqs = static_cast<int32_t>(batch.seqs.size());
-  const int64_t T = a.T, n_rows = a.n_rows, o_tokens = 0, o_pos = a.o_pos, o_slots = a.o_slots,
-                o_items = a.o_items, o_rows = a.o_rows, o_hide = a.o_hide;
-  const int32_t n_decode = a.n_decode;
-  const kc::DecodePlan& dplan = a.dplan;
-  cudaStream_t st = stream_.get();
-  const int32_t* dmeta = meta_.get();
-  const int32_t* dtables = dmeta + a.o_tables;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
-  // Rows 0..G-1 (one token each) take the skinny GEMMs with their neighbours
-  // fused; rows G..T-1 (chunks) take RMSNorm, cuBLAS, RoPE and SwiGLU apart.
-  const int64_t G = a.n_gemv, C = T - G;
-  const kc::GemvScratch scratch = gemv_scratch();
-  auto gemv = [&](const bf16* w, int64_t N, int64_t K, const kc::GemvInput& in, const kc::GemvOutput& out,
-                  int64_t rows) { kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st); };
-  auto normed = [&](const float* weight) {
-    kc::GemvInput in;
-    in.x_norm = x_.get();
-    in.norm_weight = weight;
-    in.eps = cfg_.rms_eps;
-    return in;
-  };
-  auto add_to_x = [&] {
-    kc::GemvOutput out;
-    out.epilogue = kc::GemvEpilogue::kAdd;
-    out.y = x_.get();
-    out.y_ld = d;
-    return out;
-  };
-  // Tensor parallelism (no skinny GEMMs: G = 0): a rank's output and down
-  // projections are partial sums. Rank 0 adds its own to the residual stream,
-  // the others overwrite theirs, and the all-reduce leaves x + the sum on
-  // every rank.
-  cuda::TpComm* tp = opt_.tp_comm;
-  const bool add_residual = tp == nullptr || tp->rank() == 0;
-  kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
-  for (int32_t l = 0; l < n_layers; ++l) {
-    const LayerParams& P = layers_[l];
-    const kc::PagedKvBf16 kv = layer_kv(l);
-    const float* bqkv = P.bqkv.size() > 0 ? P.bqkv.get() : nullptr;
-    if (G > 0) {
-      kc::GemvOutput out;
-      out.epilogue = kc::GemvEpilogue::kQkvRope;
-      out.y = qkv_.get();
-      out.bias = bqkv;
-      out.positions = dmeta + o_pos;
-      out.inv_freq = inv_freq_.get();
-      out.slots = dmeta + o_slots + l * T;
-      out.kv = kv;
-      out.n_heads = cfg_.n_heads;
-      gemv(P.wqkv.get(), qkv_dim, d, normed(P.attn_norm.get()), out, G);
-    }
-    if (C > 0) {
-      kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
-      kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
-                         dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
-    }
-    // 1. Score and select the partitions this step makes due (every KV head,
-    // every sequence in one launch each): chunk queries need the selection
-    // for their mask.
-    bool lag_layer = false;
-    for (int32_t si = 0; si < n_seqs && a.n_lag > 0; ++si) {
-      lag_layer = lag_layer || (plans[si].n_due > 0 && batch.seqs[si].compressed_layer(l));
-    }
-    const auto* works = reinterpret_cast<const kc::LagWork*>(
-        dmeta + a.o_works + static_cast<int64_t>(l) * a.n_lag * kWorkInts);
-    if (lag_layer) {
-      kc::lag_score(kv, dtables, works, a.n_lag, a.max_due, a.max_lag, scores_.get(), st);
-      kc::lag_select(scores_.get(), works, a.n_lag, cfg_.n_kv_heads, a.max_due, a.max_lag,
-                     selected_.get(), st);
-    }
-    // 2. Decode tokens and short chunks: one launch for all their rows.
-    if (n_decode > 0) {
-      const auto* items = reinterpret_cast<const kc::DecodeItem*>(
-          dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
-      kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
-                           q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
-                           decode_ws_.get(), st);
-    }
-    // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
-    for (int32_t si = 0; si < n_seqs; ++si) {
-      const SequenceStep& s = batch.seqs[si];
-      const SeqPlan& p = plans[si];
-      if (p.rows_path) continue;
-      const bool lag = s.compressed_layer(l);
-      const int32_t due = lag ? p.n_due : 0;
-      kc::PartitionMaskGpu mask;
-      if (due > 0) {
-        mask.begin = p.region;
-        mask.n_partitions = due;
-        mask.lag = s.policy->lag;
-        mask.selected = selection(p, l, s.policy->lag);
-        mask.hide_upto = dmeta + o_hide + p.hide_upto;
-      }
-      kc::prefill_attention(kv, dtables + (lag ? p.lag_table : p.full_table),
-                            (lag ? s.lag_cache_len : s.cache_len) + 1,
-                            qkv_.get() + static_cast<int64_t>(p.row0) * qkv_dim, qkv_dim,
-                            attn_.get() + static_cast<int64_t>(p.row0) * q_dim, p.n, cfg_.n_heads,
-                            scale, due > 0 ? &mask : nullptr, st);
-    }
-    // 4. After attention, compaction: the selected entries and the tail move forward.
-    if (lag_layer) {
-      kc::kv_compact(kv, dtables, works, a.n_lag, a.max_src, selected_.get(), compact_scratch_.get(), st);
-    }
-    if (G > 0) {
-      kc::GemvInput in;
-      in.x = attn_.get();
-      gemv(P.wo.get(), d, q_dim, in, add_to_x(), G);
-      kc::GemvOutput out;
-      out.epilogue = kc::GemvEpilogue::kSwiglu;
-      out.act = act_.get();
-      gemv(P.w_gate_up.get(), 2 * ff, d, normed(P.ffn_norm.get()), out, G);
-      kc::GemvInput act;
-      act.x = act_.get();
-      gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
-    }
-    if (C > 0) {
-      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
-                       add_residual);
-      if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
-      kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
-      kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
-                       add_residual);
-      if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
-    }
-  }
-  // Final norm over the rows whose logits were asked for, then the head; the
-  // one-token rows' logits come from the skinny GEMM (over the cuBLAS ones).
-  if (!add_residual) return;  // logits are rank 0's
-  const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
-  if (n_rows > G) {
-    kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
-    kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
-  }
-  if (G > 0) {
-    kc::GemvInput in = normed(out_norm_.get());
-    in.rows = dmeta + a.o_head;
-    kc::GemvOutput out;
-    out.y = logits_.get();
-    out.y_ld = cfg_.vocab_size;
-    out.rows = dmeta + a.o_head + G;
-    gemv(head, cfg_.vocab_size, d, in, out, G);
-  }
-}
-
-}  // namespace
+}  // namespace cuda_impl
 
 bool cuda_available() {
   int n = 0;
@@ -752,9 +473,10 @@ absl::StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const model::Model& m
     return absl::ResourceExhaustedError(fmt::format(
         "the weights take {} MiB in bf16, the GPU has {} MiB free", weight_bytes >> 20, free_b >> 20));
   }
-  auto be = std::make_unique<CudaBackend>(model, options, sms);
+  auto be = std::make_unique<cuda_impl::CudaBackend>(model, options, sms);
   if (absl::Status st = be->init(model); !st.ok()) return st;
   return std::unique_ptr<Backend>(std::move(be));
 }
 
 }  // namespace lagserve::backend
+
