@@ -1,7 +1,6 @@
 #include "engine/backend/cuda/tp_comm.h"
 
 #include <barrier>
-#include <mutex>
 
 #include <fmt/format.h>
 

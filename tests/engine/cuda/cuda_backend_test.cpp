@@ -19,17 +19,13 @@
 
 #include "engine/runtime/sampler.h"
 #include "tests/engine/backend/engine_incremental.h"
+#include "tests/engine/cuda/require_gpu.h"
 
 namespace lagserve {
 namespace {
 
 using testing_util::engine_forward;
 using testing_util::ForwardRun;
-
-#define REQUIRE_GPU()                                         \
-  do {                                                        \
-    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 std::unique_ptr<backend::Backend> cuda_backend(const model::Model& m, int64_t cache_mb = 512) {
   backend::CudaBackendOptions opt;

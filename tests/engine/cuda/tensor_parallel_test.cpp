@@ -19,17 +19,13 @@
 #include "engine/backend/cuda/tp_comm.h"
 #include "engine/model/model_shard.h"
 #include "tests/engine/backend/engine_incremental.h"
+#include "tests/engine/cuda/require_gpu.h"
 
 namespace lagserve {
 namespace {
 
 using testing_util::engine_forward;
 using testing_util::ForwardRun;
-
-#define REQUIRE_GPU()                                                 \
-  do {                                                                \
-    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 backend::CudaBackendOptions options(int64_t cache_mb) {
   backend::CudaBackendOptions opt;
