@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "engine/model/gguf.h"
 #include "engine/model/pretokenizer.h"
 #include "engine/model/unicode_bytes.h"
@@ -59,8 +61,9 @@ const std::vector<Golden>& golden() {
   return rows;
 }
 
+// Per process: CTest runs each test in its own process, several at once.
 std::string write_temp(const std::string& name, const std::string& content) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = ::testing::TempDir() + "/" + std::to_string(::getpid()) + "_" + name;
   std::ofstream(path, std::ios::binary) << content;
   return path;
 }
