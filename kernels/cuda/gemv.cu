@@ -20,6 +20,7 @@
 #include <cstdlib>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemv_rows.h"
 #include "kernels/cuda/mma_sm80.h"
 #include "kernels/cuda/pdl.h"
 
@@ -451,32 +452,8 @@ void gemv_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const G
   const int threads = 64 * sp.in_block;
   for (int64_t r0 = 0; r0 < M; r0 += kMaxRows) {
     a.M = static_cast<int32_t>(std::min<int64_t>(kMaxRows, M - r0));
-    // Rows r0.. of the product: move every per-row pointer.
-    a.in = in;
-    if (in.rows != nullptr) {
-      a.in.rows = in.rows + r0;
-    } else if (in.x != nullptr) {
-      a.in.x = in.x + r0 * K;
-    } else {
-      a.in.x_norm = in.x_norm + r0 * K;
-    }
-    a.out = out;
-    switch (out.epilogue) {
-      case GemvEpilogue::kStore:
-      case GemvEpilogue::kAdd:
-        if (out.rows != nullptr) {
-          a.out.rows = out.rows + r0;
-        } else {
-          a.out.y = out.y + r0 * out.y_ld;
-        }
-        break;
-      case GemvEpilogue::kSwiglu: a.out.act = out.act + r0 * (N / 2); break;
-      case GemvEpilogue::kQkvRope:
-        a.out.y = out.y + r0 * N;
-        a.out.positions = out.positions + r0;
-        a.out.slots = out.slots + r0;
-        break;
-    }
+    a.in = gemv_input_from(in, r0, K);
+    a.out = gemv_output_from(out, r0, N);
     switch ((a.M + 7) / 8) {
       case 1: launch_input<1>(a, grid, threads, stream); break;
       case 2: launch_input<2>(a, grid, threads, stream); break;

@@ -39,29 +39,33 @@ if [ "$WHAT" != bench ]; then
   run_test test_tensor_parallel
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
-  SUFFIX=_cuda_gemv run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMV=1
-  SUFFIX=_gemv run_test test_cuda_backend LAGSERVE_CUDA_GEMV=1
+  # Each skinny GEMM forced on (the default takes the one that the test's backend size gets).
+  for g in stream mma; do
+    SUFFIX=_cuda_$g run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMV=$g
+    SUFFIX=_$g run_test test_cuda_backend LAGSERVE_CUDA_GEMV=$g
+  done
 fi
 
 if [ "$WHAT" != tests ]; then
   Q=/tmp/qwen2.5-1.5b-shape
   [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" | tee "$OUT/make_model.txt"
+  "$B/bench/bench_gemv" 2>&1 | tee "$OUT/bench_gemv.txt"
   "$B/bench/bench_prefill_attention" --seq 32768 2>&1 | tee "$OUT/bench_prefill_attention.txt"
   python3 bench/kernels/sdpa_anchor.py 2>&1 | tee "$OUT/sdpa_anchor.txt"
   # The roofline is this GPU's measured copy bandwidth (4.25 TB/s on the H200 of GPU.md).
   HBM=$(sed -n 's/^hbm copy: \([0-9.]*\) TB\/s/\1/p' "$OUT/sdpa_anchor.txt")
   HBM_ARG="--hbm-tbs ${HBM:-4.25}"
+  # Batch 1: the default (streaming skinny GEMMs), the tensor-core ones, cuBLAS, no graphs.
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
+  for g in mma 0; do
+    LAGSERVE_CUDA_GEMV=$g "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
+      --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_gemv_$g.txt"
+  done
   LAGSERVE_CUDA_GRAPHS=0 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
-  # The skinny GEMMs (on by default up to 8 sequences): off at batch 1, on at 32.
-  LAGSERVE_CUDA_GEMV=0 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 \
-    --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_cublas.txt"
-  LAGSERVE_CUDA_GEMV=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
-    --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k_gemv.txt"
   [ -f "$HOME/.cache/lagserve/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
     -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
 fi

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -45,11 +46,26 @@ absl::Status CudaBackend::init(const model::Model& model) {
     const std::tuple<int64_t, int64_t, E> shapes[] = {{qkv_dim, d, E::kQkvRope}, {d, q_dim, E::kAdd},
                                                       {2 * ff, d, E::kSwiglu}, {d, ff, E::kAdd},
                                                       {cfg_.vocab_size, d, E::kStore}};
-    const bool forced_on = genv != nullptr && std::string(genv) == "1";
-    const bool forced_off = genv != nullptr && std::string(genv) == "0";
-    use_gemv_ = forced_on || (!forced_off && opt_.max_seqs <= kGemvMaxSeqs);
-    for (const auto& [n, k, e] : shapes) use_gemv_ = use_gemv_ && kc::gemv_supports(n, k, e, cfg_.head_dim);
-    if (use_gemv_) {
+    const std::string forced = genv != nullptr ? genv : "";
+    if (forced == "0") {
+      gemv_ = GemvKind::kOff;
+    } else if (forced == "stream") {
+      gemv_ = GemvKind::kStream;
+    } else if (forced == "1" || forced == "mma") {
+      gemv_ = GemvKind::kMma;
+    } else if (!forced.empty()) {
+      return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMV is 0, stream, mma or 1 (mma), not '" + forced + "'");
+    } else {
+      gemv_ = opt_.max_seqs <= kGemvStreamMaxSeqs ? GemvKind::kStream
+              : opt_.max_seqs <= kGemvMaxSeqs     ? GemvKind::kMma
+                                                  : GemvKind::kOff;
+    }
+    for (const auto& [n, k, e] : shapes) {
+      const bool ok = gemv_ == GemvKind::kStream ? kc::gemv_stream_supports(n, k, e, cfg_.head_dim)
+                                                 : kc::gemv_supports(n, k, e, cfg_.head_dim);
+      if (!ok) gemv_ = GemvKind::kOff;
+    }
+    if (gemv_ == GemvKind::kMma) {
       int64_t ws = 1, counters = 1;
       for (const auto& [n, k, e] : shapes) {
         ws = std::max(ws, kc::gemv_workspace_floats(n, k, sm_count_));
@@ -63,7 +79,7 @@ absl::Status CudaBackend::init(const model::Model& model) {
   if (opt_.tp_comm != nullptr) {
     // NOTE: the skinny GEMMs' add epilogue would need a store variant for
     // ranks > 0; tensor parallelism serves large models at batch, cuBLAS's case.
-    use_gemv_ = false;
+    gemv_ = GemvKind::kOff;
     use_graphs_ = use_graphs_ && opt_.tp_comm->graph_capturable();
   }
   blas_workspace_.reserve(kBlasWorkspace);
@@ -187,7 +203,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
       }
     }
     p.rows_path = p.n <= kRowsPathMaxTokens || !prefill_supported_;
-    p.gemv = use_gemv_ && p.n == 1;
+    p.gemv = gemv_ != GemvKind::kOff && p.n == 1;
     if (p.rows_path) {
       n_decode += p.n;
       max_ctx = std::max({max_ctx, s.cache_len + p.n, s.lag_cache_len + p.n});

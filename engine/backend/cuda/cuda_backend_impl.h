@@ -70,8 +70,14 @@ constexpr size_t kBlasWorkspace = 32u << 20;  // cuBLAS's, fixed so graphs can c
 // decode attention (one launch for all of them).
 constexpr int32_t kRowsPathMaxTokens = 4;
 
-// Backends of at most this many sequences use the skinny GEMMs: one n8 tile.
+// Backends of at most this many sequences use the skinny GEMMs: the
+// streaming kernel up to kGemvStreamMaxSeqs, then the tensor-core one (one
+// n8 tile).
+constexpr int32_t kGemvStreamMaxSeqs = 4;
 constexpr int32_t kGemvMaxSeqs = 8;
+
+// Which kernel takes the one-token rows' products.
+enum class GemvKind { kOff, kStream, kMma };
 
 class CudaBackend final : public Backend {
  public:
@@ -122,13 +128,14 @@ class CudaBackend final : public Backend {
   DeviceArray<uint8_t> blas_workspace_;
   cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;
-  // The skinny tensor-core GEMMs (kernels/cuda/gemv.h) for one-token rows,
-  // with the norms, RoPE and SwiGLU fused. On for a backend of at most
-  // kGemvMaxSeqs sequences: on the H100 they gain 5% at batch 1 but lose 18%
-  // at batch 32 (docs/cuda.md), and the choice is the backend's, never the
-  // step's, so that a row takes the same path at every batch size.
-  // LAGSERVE_CUDA_GEMV=0 / 1 forces it off / on.
-  bool use_gemv_ = false;
+  // The skinny GEMMs (kernels/cuda/gemv.h) for one-token rows, with the
+  // norms, RoPE and SwiGLU fused: the streaming kernel for a backend of at
+  // most kGemvStreamMaxSeqs sequences, the tensor-core one up to
+  // kGemvMaxSeqs, cuBLAS beyond (at batch 32 the tensor-core kernel loses
+  // 18% to cuBLAS on the H100, docs/cuda.md). The choice is the backend's,
+  // never the step's, so that a row takes the same path at every batch size.
+  // LAGSERVE_CUDA_GEMV=0 / stream / mma (or 1) forces it.
+  GemvKind gemv_ = GemvKind::kOff;
   DeviceArray<float> gemv_ws_;
   DeviceArray<int32_t> gemv_counters_;
   kc::GemvScratch gemv_scratch() const {

@@ -35,7 +35,13 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const int64_t G = a.n_gemv, C = T - G;
   const kc::GemvScratch scratch = gemv_scratch();
   auto gemv = [&](const bf16* w, int64_t N, int64_t K, const kc::GemvInput& in, const kc::GemvOutput& out,
-                  int64_t rows) { kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st); };
+                  int64_t rows) {
+    if (gemv_ == GemvKind::kStream) {
+      kc::gemv_stream_bf16(w, N, K, in, out, rows, sm_count_, st);
+    } else {
+      kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st);
+    }
+  };
   auto normed = [&](const float* weight) {
     kc::GemvInput in;
     in.x_norm = x_.get();

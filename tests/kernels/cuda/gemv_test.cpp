@@ -1,12 +1,14 @@
-// The skinny GEMMs (kernels/cuda/gemv.h) against the CPU kernels on the same
-// bf16 weights: each epilogue, each input kind, shapes that take every path
-// of the kernel (blocks splitting K, slices with a 16-wide tail, more than 32
-// rows). Then the properties the runtime needs: a row gives the same bits
+// The skinny GEMMs (kernels/cuda/gemv.h), both kernels (tensor-core
+// gemv_bf16 and streaming gemv_stream_bf16), against the CPU kernels on the
+// same bf16 weights: each epilogue, each input kind, shapes that take every
+// path of the kernels (blocks splitting K, slices with a 16-wide tail, K in
+// slices of 1, 2 and 4 warps, spans cut short, more than 32 rows). Then the properties the runtime needs: a row gives the same bits
 // alone as in any batch, and launches that overlap (programmatic dependent
 // launch) give the bits of launches that do not.
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -60,6 +62,23 @@ struct Scratch {
   DeviceArray<int32_t> counters;
 };
 
+// Both kernels through one signature (the streaming one needs no scratch).
+class GemvKernels : public ::testing::TestWithParam<const char*> {
+ protected:
+  bool stream() const { return std::string(GetParam()) == "stream"; }
+  void gemv(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const GemvOutput& out, int64_t M,
+            const GemvScratch& scratch, cudaStream_t st) const {
+    if (stream()) {
+      gemv_stream_bf16(w, N, K, in, out, M, sm_count(), st);
+    } else {
+      gemv_bf16(w, N, K, in, out, M, scratch, sm_count(), st);
+    }
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Both, GemvKernels, ::testing::Values("mma", "stream"),
+                         [](const auto& info) { return std::string(info.param); });
+
 // fp32 rows RMS-normalised on the fly with weights nw (eps 1e-5, as the CPU references).
 GemvInput normed(const float* x, const float* nw) {
   GemvInput in;
@@ -70,7 +89,7 @@ GemvInput normed(const float* x, const float* nw) {
 }
 
 // Plain rows in, stored (through a row gather and scatter) or added.
-TEST(Gemv, StoreAndAddMatchTheCpu) {
+TEST_P(GemvKernels, StoreAndAddMatchTheCpu) {
   LAGSERVE_REQUIRE_GPU();
   struct Shape { int N, K; };
   for (const Shape s : {Shape{1536, 8960}, Shape{2048, 1536}, Shape{4096, 576}, Shape{65536, 128}}) {
@@ -90,7 +109,7 @@ TEST(Gemv, StoreAndAddMatchTheCpu) {
       out.epilogue = GemvEpilogue::kAdd;
       out.y = gy.get();
       out.y_ld = s.N;
-      gemv_bf16(gw.get(), s.N, s.K, in, out, M, scratch.get(), sm_count(), nullptr);
+      gemv(gw.get(), s.N, s.K, in, out, M, scratch.get(), nullptr);
       std::vector<float> ref_add(ref.size());
       for (size_t i = 0; i < ref.size(); ++i) ref_add[i] = y0[i] + ref[i];
       // fp32 accumulation of exact bf16 products: fp32 tolerance.
@@ -108,7 +127,7 @@ TEST(Gemv, StoreAndAddMatchTheCpu) {
       out.epilogue = GemvEpilogue::kStore;
       out.y = gz.get();
       out.rows = gout.get();
-      gemv_bf16(gw.get(), s.N, s.K, in, out, M, scratch.get(), sm_count(), nullptr);
+      gemv(gw.get(), s.N, s.K, in, out, M, scratch.get(), nullptr);
       const std::vector<float> z = gz.download();
       std::vector<float> got, want;
       int untouched_nan = 0;
@@ -133,7 +152,7 @@ TEST(Gemv, StoreAndAddMatchTheCpu) {
 // fp32 rows normalised on the fly, then SwiGLU of the two halves.
 // Two FFN widths: 1024, whose warps take one chunk each, and 8960
 // (Qwen2.5-1.5B), whose one-row kernel streams 12 chunks through a ring.
-TEST(Gemv, NormAndSwigluMatchTheCpu) {
+TEST_P(GemvKernels, NormAndSwigluMatchTheCpu) {
   LAGSERVE_REQUIRE_GPU();
   struct Case { int ff, M; };
   for (const Case c : {Case{1024, 1}, Case{1024, 9}, Case{1024, 33}, Case{8960, 1}, Case{8960, 3}}) {
@@ -155,14 +174,14 @@ TEST(Gemv, NormAndSwigluMatchTheCpu) {
     GemvOutput out;
     out.epilogue = GemvEpilogue::kSwiglu;
     out.act = gact.get();
-    gemv_bf16(gw.get(), N, K, in, out, M, scratch.get(), sm_count(), nullptr);
+    gemv(gw.get(), N, K, in, out, M, scratch.get(), nullptr);
     // The normalised input is rounded to bf16 (as RMSNorm's output is): bf16 tolerance.
     EXPECT_LT(max_rel_err(to_float(gact.download()), ref), 1e-2) << "ff " << ff << " M " << M;
   }
 }
 
 // Normalised rows, then bias, RoPE and the K/V cache write of qkv rows.
-TEST(Gemv, QkvRopeMatchesTheCpu) {
+TEST_P(GemvKernels, QkvRopeMatchesTheCpu) {
   LAGSERVE_REQUIRE_GPU();
   for (const int d : {64, 128}) {
     const int n_heads = 12, n_kv = 2, K = 1536, bs = 16, n_pool = 8, M = 37;
@@ -205,7 +224,7 @@ TEST(Gemv, QkvRopeMatchesTheCpu) {
     out.slots = gslots.get();
     out.kv = {gk.get(), gv.get(), n_kv, bs, d};
     out.n_heads = n_heads;
-    gemv_bf16(gw.get(), N, K, in, out, M, scratch.get(), sm_count(), nullptr);
+    gemv(gw.get(), N, K, in, out, M, scratch.get(), nullptr);
     EXPECT_LT(max_rel_err(gy.download(), ref), 1e-2) << "d " << d;
     const std::vector<float> kc = to_float(gk.download()), vc = to_float(gv.download());
     kernels::PagedKv cpu{nullptr, nullptr, n_kv, bs, d};
@@ -232,7 +251,7 @@ TEST(Gemv, QkvRopeMatchesTheCpu) {
 // A row's bits do not depend on the rows beside it: row r of a 40-row batch
 // equals row r computed alone, for every epilogue (the engine's
 // together-vs-alone property rests on this).
-TEST(Gemv, RowGivesTheSameBitsAloneAsInABatch) {
+TEST_P(GemvKernels, RowGivesTheSameBitsAloneAsInABatch) {
   LAGSERVE_REQUIRE_GPU();
   const int M = 40, d = 128, n_heads = 4, n_kv = 2, K = 1536, bs = 16;
   const int N = (n_heads + 2 * n_kv) * d;  // 1024: also valid for the other epilogues
@@ -280,7 +299,7 @@ TEST(Gemv, RowGivesTheSameBitsAloneAsInABatch) {
         out.inv_freq = gfreq.get();
         out.kv = {gk.get(), gv.get(), n_kv, bs, d};
         out.n_heads = n_heads;
-        gemv_bf16(gw.get(), N, K, in, out, rows, scratch.get(), sm_count(), nullptr);
+        gemv(gw.get(), N, K, in, out, rows, scratch.get(), nullptr);
         return e == GemvEpilogue::kSwiglu ? std::vector<float>(to_float(gact.download()))
                                           : gy.download();
       };
@@ -301,7 +320,7 @@ TEST(Gemv, RowGivesTheSameBitsAloneAsInABatch) {
 // before its pdl_wait would see poison or a stale value. The chain launched
 // without a host sync between links gives the bits of the chain launched one
 // link at a time.
-TEST(Gemv, OverlappedLaunchesGiveTheBitsOfSynchronisedOnes) {
+TEST_P(GemvKernels, OverlappedLaunchesGiveTheBitsOfSynchronisedOnes) {
   LAGSERVE_REQUIRE_GPU();
   const int N = 1536, K = 1536, links = 16;  // N = K: blocks split K, counters shared
   std::mt19937 rng(11);
@@ -322,7 +341,7 @@ TEST(Gemv, OverlappedLaunchesGiveTheBitsOfSynchronisedOnes) {
       out.y = ys.get() + size_t(i) * N;
       out.y_ld = N;
       const float* x = i == 0 ? gx0.get() : ys.get() + size_t(i - 1) * N;
-      gemv_bf16(gw.get(), N, K, normed(x, gnw.get()), out, 1, scratch.get(), sm_count(), st);
+      gemv(gw.get(), N, K, normed(x, gnw.get()), out, 1, scratch.get(), st);
       if (sync_each) LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
     }
     LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -344,6 +363,12 @@ TEST(Gemv, RefusesShapesItCannotRun) {
   EXPECT_FALSE(gemv_supports(1540, 1536, GemvEpilogue::kAdd, 0));
   EXPECT_FALSE(gemv_supports(16 * 48, 1536, GemvEpilogue::kQkvRope, 16));  // head_dim 16
   EXPECT_TRUE(gemv_supports(16 * 64, 1536, GemvEpilogue::kQkvRope, 64));
+  EXPECT_TRUE(gemv_stream_supports(1536, 8960, GemvEpilogue::kAdd, 0));
+  EXPECT_TRUE(gemv_stream_supports(1544, 576, GemvEpilogue::kAdd, 0));
+  EXPECT_FALSE(gemv_stream_supports(1536, 8964, GemvEpilogue::kAdd, 0));
+  EXPECT_FALSE(gemv_stream_supports(1540, 1536, GemvEpilogue::kAdd, 0));
+  EXPECT_FALSE(gemv_stream_supports(15 * 48, 1536, GemvEpilogue::kQkvRope, 15));  // odd head_dim
+  EXPECT_TRUE(gemv_stream_supports(16 * 48, 1536, GemvEpilogue::kQkvRope, 16));
 }
 
 }  // namespace

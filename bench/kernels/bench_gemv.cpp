@@ -1,0 +1,208 @@
+// The skinny GEMMs of a decode step, one product at a time, at a few rows:
+// the streaming kernel (gemv_stream_bf16), the tensor-core one (gemv_bf16)
+// and cuBLAS (the GEMM alone, bf16 rows in, none of the fused ops), on the
+// layer shapes of a model (default: Qwen2.5-1.5B). Each product cycles
+// through copies of its weights that together exceed the L2 cache, launches
+// back to back on one stream as in a decode step; the figure is the mean
+// time of a launch and the weight bytes it reads per second.
+//   build/bench/bench_gemv --rows 1,2,4,8
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
+
+namespace {
+
+namespace kc = lagserve::kernels::cuda;
+using kc::bf16;
+
+template <typename T>
+T* device_alloc(size_t n) {
+  T* p = nullptr;
+  LAGSERVE_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+  return p;
+}
+
+template <typename T>
+T* device_copy(const std::vector<T>& host) {
+  T* p = device_alloc<T>(host.size());
+  LAGSERVE_CUDA_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+
+std::vector<bf16> random_bf16(size_t n, std::mt19937& rng, float scale) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<bf16> v(n);
+  for (bf16& x : v) x = __float2bfloat16(u(rng));
+  return v;
+}
+
+std::vector<float> random_f32(size_t n, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+struct Product {
+  std::string name;
+  int64_t N, K;
+  kc::GemvEpilogue epilogue;
+  bool norm;  // fp32 rows RMS-normalised on the fly
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"skinny GEMMs of a decode step: streaming kernel, tensor-core kernel, cuBLAS"};
+  int64_t d = 1536, ff = 8960, heads = 12, kv_heads = 2, head_dim = 128, vocab = 151936;
+  std::string rows_arg = "1,2,4,8";
+  int iters = 200;
+  double flush_mb = 256;
+  app.add_option("--d-model", d)->capture_default_str();
+  app.add_option("--d-ff", ff)->capture_default_str();
+  app.add_option("--heads", heads)->capture_default_str();
+  app.add_option("--kv-heads", kv_heads)->capture_default_str();
+  app.add_option("--head-dim", head_dim)->capture_default_str();
+  app.add_option("--vocab", vocab)->capture_default_str();
+  app.add_option("--rows", rows_arg, "comma-separated row counts (1 to 8)")->capture_default_str();
+  app.add_option("--iters", iters)->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--flush-mb", flush_mb, "weight copies per product add up to at least this")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  std::vector<int> rows;
+  {
+    std::stringstream ss(rows_arg);
+    for (std::string item; std::getline(ss, item, ',');) {
+      const int r = std::stoi(item);
+      if (r < 1 || r > 8) {
+        std::fprintf(stderr, "bench_gemv: --rows takes counts from 1 to 8, not %d\n", r);
+        return 2;
+      }
+      rows.push_back(r);
+    }
+  }
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+    std::fprintf(stderr, "bench_gemv: no CUDA device\n");
+    return 1;
+  }
+  int sms = 0;
+  LAGSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaDeviceProp prop{};
+  LAGSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d SMs, L2 %d MB\n", prop.name, sms, prop.l2CacheSize >> 20);
+
+  using E = kc::GemvEpilogue;
+  const int64_t qkv = (heads + 2 * kv_heads) * head_dim, q_dim = heads * head_dim;
+  const Product products[] = {{"qkv+rope", qkv, d, E::kQkvRope, true},
+                              {"o+add", d, q_dim, E::kAdd, false},
+                              {"gate_up+swiglu", 2 * ff, d, E::kSwiglu, true},
+                              {"down+add", d, ff, E::kAdd, false},
+                              {"head", vocab, d, E::kStore, true}};
+  std::mt19937 rng(1);
+  const int64_t max_k = std::max({d, q_dim, ff}), max_n = std::max({qkv, 2 * ff, vocab});
+  float* x_norm = device_copy(random_f32(8 * max_k, rng, -1.f, 1.f));
+  float* norm_w = device_copy(random_f32(max_k, rng, 0.5f, 1.5f));
+  bf16* x = device_copy(random_bf16(8 * max_k, rng, 1.f));
+  float* y = device_alloc<float>(8 * max_n);
+  bf16* act = device_alloc<bf16>(8 * max_n);
+  float* bias = device_copy(random_f32(qkv, rng, -0.1f, 0.1f));
+  std::vector<float> freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) freq[i] = std::pow(1e6f, -2.0f * i / head_dim);
+  float* inv_freq = device_copy(freq);
+  int32_t* positions = device_copy(std::vector<int32_t>{4096, 4097, 4098, 4099, 4100, 4101, 4102, 4103});
+  int32_t* slots = device_copy(std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  const int32_t block = 16;
+  bf16* kcache = device_alloc<bf16>(kv_heads * block * head_dim);
+  bf16* vcache = device_alloc<bf16>(kv_heads * block * head_dim);
+  cudaStream_t st = nullptr;
+  LAGSERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cublasHandle_t blas = nullptr;
+  if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(blas, st) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "bench_gemv: cuBLAS did not start\n");
+    return 1;
+  }
+  cudaEvent_t start, stop;
+  LAGSERVE_CUDA_CHECK(cudaEventCreate(&start));
+  LAGSERVE_CUDA_CHECK(cudaEventCreate(&stop));
+
+  std::printf("%-15s %4s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
+              "cublas us (GB/s)");
+  for (const Product& p : products) {
+    const double bytes = static_cast<double>(p.N) * p.K * sizeof(bf16);
+    const int copies = std::max(2, static_cast<int>(flush_mb * 1e6 / bytes) + 1);
+    std::vector<bf16*> w(copies);
+    for (bf16*& c : w) {
+      c = device_alloc<bf16>(p.N * p.K);
+      // Random bits are enough for speed; every copy starts from the same ones.
+      LAGSERVE_CUDA_CHECK(cudaMemset(c, 0x3c, p.N * p.K * sizeof(bf16)));
+    }
+    const int64_t ws_floats = std::max<int64_t>(1, kc::gemv_workspace_floats(p.N, p.K, sms));
+    float* ws = device_alloc<float>(ws_floats);
+    int32_t* counters = device_alloc<int32_t>(kc::gemv_counters(p.N));
+    LAGSERVE_CUDA_CHECK(cudaMemset(counters, 0, kc::gemv_counters(p.N) * sizeof(int32_t)));
+    const kc::GemvScratch scratch{ws, ws_floats, counters, kc::gemv_counters(p.N)};
+    kc::GemvInput in;
+    if (p.norm) {
+      in.x_norm = x_norm;
+      in.norm_weight = norm_w;
+      in.eps = 1e-6f;
+    } else {
+      in.x = x;
+    }
+    kc::GemvOutput out;
+    out.epilogue = p.epilogue;
+    out.y = y;
+    out.y_ld = p.N;
+    out.act = act;
+    out.bias = bias;
+    out.positions = positions;
+    out.inv_freq = inv_freq;
+    out.slots = slots;
+    out.kv = {kcache, vcache, static_cast<int32_t>(kv_heads), block, static_cast<int32_t>(head_dim)};
+    out.n_heads = static_cast<int32_t>(heads);
+    for (const int m : rows) {
+      // Mean microseconds per launch over iters launches, copies in turn.
+      auto time = [&](auto&& launch) {
+        for (int i = 0; i < 2 * copies; ++i) launch(w[i % copies]);
+        LAGSERVE_CUDA_CHECK(cudaEventRecord(start, st));
+        for (int i = 0; i < iters; ++i) launch(w[i % copies]);
+        LAGSERVE_CUDA_CHECK(cudaEventRecord(stop, st));
+        LAGSERVE_CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms = 0;
+        LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        return 1e3 * ms / iters;
+      };
+      const double t_stream = time([&](const bf16* wc) { kc::gemv_stream_bf16(wc, p.N, p.K, in, out, m, sms, st); });
+      const double t_mma = time([&](const bf16* wc) { kc::gemv_bf16(wc, p.N, p.K, in, out, m, scratch, sms, st); });
+      const double t_blas = time([&](const bf16* wc) { kc::gemm_bf16_nt(blas, x, wc, y, m, p.N, p.K, false); });
+      auto cell = [&](double us) {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%8.2f (%6.0f)", us, bytes / (us * 1e-6) / 1e9);
+        return std::string(buf);
+      };
+      std::printf("%-15s %4d  %20s  %20s  %20s\n", p.name.c_str(), m, cell(t_stream).c_str(),
+                  cell(t_mma).c_str(), cell(t_blas).c_str());
+    }
+    for (bf16* c : w) LAGSERVE_CUDA_CHECK(cudaFree(c));
+    LAGSERVE_CUDA_CHECK(cudaFree(ws));
+    LAGSERVE_CUDA_CHECK(cudaFree(counters));
+  }
+  cublasDestroy(blas);
+  LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
+  return 0;
+}
