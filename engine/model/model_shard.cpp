@@ -25,16 +25,34 @@ std::vector<float> columns(const std::vector<float>& m, int64_t cols, int64_t be
 
 absl::Status check_tensor_parallel(const ModelConfig& c, int32_t size) {
   if (size < 1) return absl::InvalidArgumentError(fmt::format("tensor parallel size {}: must be at least 1", size));
-  if (c.n_kv_heads % size != 0 || c.n_heads % size != 0) {
+  if (c.n_heads % size != 0) {
     return absl::InvalidArgumentError(fmt::format(
-        "tensor parallel size {} does not divide the model's {} KV heads ({} query heads); "
-        "each rank holds whole KV heads", size, c.n_kv_heads, c.n_heads));
+        "tensor parallel size {} does not divide the model's {} query heads", size, c.n_heads));
+  }
+  if (c.n_kv_heads % size != 0 && size % c.n_kv_heads != 0) {
+    return absl::InvalidArgumentError(fmt::format(
+        "tensor parallel size {} neither divides the model's {} KV heads nor is a multiple of them; "
+        "each rank holds whole KV heads", size, c.n_kv_heads));
   }
   if (c.d_ff % size != 0) {
     return absl::InvalidArgumentError(
         fmt::format("tensor parallel size {} does not divide the model's FFN width {}", size, c.d_ff));
   }
   return absl::OkStatus();
+}
+
+KvHeadShare kv_heads_of_rank(const ModelConfig& c, int32_t rank, int32_t size) {
+  KvHeadShare share;
+  if (c.n_kv_heads % size == 0) {
+    share.count = c.n_kv_heads / size;
+    share.first = rank * share.count;
+  } else {
+    const int32_t replicas = size / c.n_kv_heads;
+    share.count = 1;
+    share.first = rank / replicas;
+    share.primary = rank % replicas == 0;
+  }
+  return share;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> shard_model(const Model& model, int32_t rank, int32_t size) {
@@ -49,12 +67,13 @@ absl::StatusOr<std::unique_ptr<Model>> shard_model(const Model& model, int32_t r
   ModelConfig& s = out->config;
   s = c;
   s.n_heads = c.n_heads / size;
-  s.n_kv_heads = c.n_kv_heads / size;
+  const KvHeadShare share = kv_heads_of_rank(c, rank, size);
+  s.n_kv_heads = share.count;
   s.d_ff = c.d_ff / size;
   const int64_t d = c.d_model;
   const int64_t q = c.q_dim(), kv = c.kv_dim(), ff = c.d_ff;
   const int64_t q_s = s.q_dim(), kv_s = s.kv_dim(), ff_s = s.d_ff;
-  const int64_t q0 = rank * q_s, kv0 = rank * kv_s, ff0 = rank * ff_s;
+  const int64_t q0 = rank * q_s, kv0 = share.first * c.head_dim, ff0 = rank * ff_s;
 
   const ModelWeights& w = model.weights;
   ModelWeights& o = out->weights;

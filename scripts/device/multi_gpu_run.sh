@@ -5,7 +5,7 @@
 #   export OUT; scripts/device/multi_gpu_run.sh
 # 1. test_tensor_parallel: its NCCL test runs with 2+ GPUs;
 # 2. decode at B=32, 32K on the Qwen2.5-1.5B shape, policy off and
-#    ratio=0.25, at N = 1 and 2 (the shape's 2 KV heads allow no more);
+#    ratio=0.25, at N = 1, 2 and 4 (as many as present; 4 replicates its 2 KV heads);
 # 3. the all-reduce time of one such step at N = 2, 4, 8 (as many as present);
 # 4. data-parallel LRSA training, one GPU per process: 2 processes of batch 1
 #    against 1 of batch 2 (the same global batch: the loss curves must match)
@@ -43,8 +43,8 @@ Q=/tmp/qwen2.5-1.5b-shape
 if has decode; then
   [ -f "$Q/model.safetensors" ] || python3 scripts/make_random_model.py "$Q" > "$OUT/make_model.txt" 2>&1
 fi
-for tp in 1 2; do
-  has decode || break
+for tp in 1 2 4; do
+  has decode && [ "$tp" -le "$NGPU" ] || break
   "$B/bench/bench_cuda_decode" --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 --tensor-parallel-size $tp > "$OUT/bench_decode_tp$tp.txt" 2>&1
   echo "decode, tensor parallel $tp:" | tee -a "$OUT/summary.txt"

@@ -130,10 +130,11 @@ class TensorParallelBackend final : public Backend {
       if (!o.ok()) return o.status();
     }
     StepOutput out = std::move(*outs[0]);
-    const int32_t heads_per_rank = cfg_.n_kv_heads / size();
     for (size_t r = 1; r < outs.size(); ++r) {
+      const model::KvHeadShare share = model::kv_heads_of_rank(cfg_, static_cast<int32_t>(r), size());
+      if (!share.primary) continue;  // a replica of a lower rank's heads
       for (EvictionRecord& e : outs[r]->evictions) {
-        e.kv_head += static_cast<int32_t>(r) * heads_per_rank;
+        e.kv_head += share.first;
         out.evictions.push_back(std::move(e));
       }
     }

@@ -3,8 +3,9 @@
 // joined by NCCL all-reduces after the attention output and MLP down
 // projections. To the runtime it is one Backend: the same config, block
 // tables and steps; rank 0 returns the logits and the sampled tokens, each
-// rank's KV cache holds its KV heads, and the LagKV selection (per KV head)
-// runs on the rank that holds the head.
+// rank's KV cache holds its KV heads (with more ranks than KV heads, each
+// head on several ranks), and the LagKV selection (per KV head) runs on the
+// ranks that hold the head.
 #pragma once
 
 #include <memory>
@@ -25,8 +26,8 @@ struct TensorParallelOptions {
   bool single_device = false;
 };
 
-// Fails with a clear status when N does not divide the model's KV heads or
-// FFN width, when fewer than N GPUs are present, without NCCL, or as
+// Fails with a clear status when N does not split the model's heads or FFN
+// width (model::check_tensor_parallel), when fewer than N GPUs are present, without NCCL, or as
 // make_cuda_backend fails on any rank. Each rank sizes its cache from its own
 // GPU's memory (or options.kv_cache_bytes, per rank); n_blocks() is the least.
 absl::StatusOr<std::unique_ptr<Backend>> make_tensor_parallel_backend(const model::Model& model,

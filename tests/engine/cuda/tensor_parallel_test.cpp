@@ -1,7 +1,8 @@
 // Tensor-parallel serving (issue 9) on the one GPU lent: at N = 1 through
 // NCCL, the same logits and kept positions as the backend without TP, bit for
-// bit; at N = 2 and 3, every rank on the one GPU joined by the single-device
-// stand-in for NCCL (tp_comm.h), the sharded model against the whole one:
+// bit; at N = 2, 3 and 4 (KV heads replicated), every rank on the one GPU
+// joined by the single-device stand-in for NCCL (tp_comm.h), the sharded
+// model against the whole one:
 // the layers' partial sums are added in another order, so the logits agree
 // within bf16 tolerance and top-1 on >= 99% of positions with the policy off,
 // and >= 97% of positions and kept slots with it on. Also device sampling
@@ -159,9 +160,10 @@ TEST_P(Policies, ThreeRanksAgreeWithTheWholeModel) {
 INSTANTIATE_TEST_SUITE_P(TensorParallel, Policies,
                          ::testing::Values("off", "sink=16,lag=64,ratio=0.25"));
 
-// N = 2 on a Qwen2 model (the QKV bias is split with the heads), policy on,
-// against the whole model; then greedy sampling on the device through rank 0.
-void expect_two_ranks_agree_on_tiny_qwen2(bool single_device) {
+// N ranks on a Qwen2 model (the QKV bias is split with the heads; 2 KV heads,
+// so at N = 4 each is replicated on two ranks), policy on, against the whole
+// model; then greedy sampling on the device through rank 0.
+void expect_ranks_agree_on_tiny_qwen2(int size, bool single_device) {
   auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE((*m)->config.qkv_bias);
@@ -169,7 +171,7 @@ void expect_two_ranks_agree_on_tiny_qwen2(bool single_device) {
   const auto policy = kv::LagPolicy::parse("sink=4,lag=16,ratio=0.25");
   ASSERT_TRUE(policy.ok());
   auto plain_be = plain_backend(**m, 64);
-  auto tp_be = tp_backend(**m, 2, single_device, 64);
+  auto tp_be = tp_backend(**m, size, single_device, 64);
   ASSERT_NE(plain_be, nullptr);
   ASSERT_NE(tp_be, nullptr);
   const ForwardRun plain = engine_forward(*plain_be, ids, *policy, 32, 40);
@@ -178,7 +180,8 @@ void expect_two_ranks_agree_on_tiny_qwen2(bool single_device) {
   int agree = 0;
   for (size_t i = 0; i < plain.logits.size(); ++i) agree += argmax(tp.logits[i]) == argmax(plain.logits[i]);
   EXPECT_GE(static_cast<double>(agree) / plain.logits.size(), 0.97);
-  // Both KV heads' selections come back, under their own head numbers.
+  // Both KV heads' selections come back, under their own head numbers, once
+  // (replicas report none).
   std::set<int> heads;
   for (const auto& [key, kept] : tp.kept) heads.insert(std::get<1>(key));
   EXPECT_EQ(heads, (std::set<int>{0, 1}));
@@ -188,7 +191,12 @@ void expect_two_ranks_agree_on_tiny_qwen2(bool single_device) {
 
 TEST(TensorParallel, TwoRanksOnOneGpuAgreeWithTheWholeModel) {
   REQUIRE_GPU();
-  expect_two_ranks_agree_on_tiny_qwen2(/*single_device=*/true);
+  expect_ranks_agree_on_tiny_qwen2(2, /*single_device=*/true);
+}
+
+TEST(TensorParallel, FourRanksReplicatingKvHeadsAgreeWithTheWholeModel) {
+  REQUIRE_GPU();
+  expect_ranks_agree_on_tiny_qwen2(4, /*single_device=*/true);
 }
 
 // Across GPUs through NCCL (issue 10; skips with fewer than 2 GPUs).
@@ -198,7 +206,7 @@ TEST(TensorParallel, TwoGpusThroughNcclAgreeWithTheWholeModel) {
   ASSERT_EQ(cudaGetDeviceCount(&n_devices), cudaSuccess);
   if (n_devices < 2) GTEST_SKIP() << "one GPU";
   if (!backend::cuda::nccl_available()) GTEST_SKIP() << "built without NCCL";
-  expect_two_ranks_agree_on_tiny_qwen2(/*single_device=*/false);
+  expect_ranks_agree_on_tiny_qwen2(2, /*single_device=*/false);
 }
 
 TEST(TensorParallel, RejectsWhatItCannotSplitOrPlace) {
@@ -206,12 +214,12 @@ TEST(TensorParallel, RejectsWhatItCannotSplitOrPlace) {
   auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
   ASSERT_TRUE(m.ok()) << m.status();
   backend::TensorParallelOptions tp;
-  tp.size = 4;  // 2 KV heads
+  tp.size = 3;  // 4 query heads
   tp.single_device = true;
   auto be = backend::make_tensor_parallel_backend(**m, options(64), tp);
   ASSERT_FALSE(be.ok());
   EXPECT_EQ(be.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(be.status().message().find("2 KV heads"), std::string::npos) << be.status();
+  EXPECT_NE(be.status().message().find("4 query heads"), std::string::npos) << be.status();
   tp.size = 2;  // ranks sharing a GPU cannot each size their cache from its free memory
   backend::CudaBackendOptions unsized = options(64);
   unsized.kv_cache_bytes = 0;
