@@ -72,8 +72,9 @@ constexpr int32_t kRowsPathMaxTokens = 4;
 
 // Backends of at most this many sequences use the skinny GEMMs: the
 // streaming kernel up to kGemvStreamMaxSeqs, then the tensor-core one (one
-// n8 tile).
-constexpr int32_t kGemvStreamMaxSeqs = 4;
+// n8 tile). NOTE: 0 until the streaming kernel has run on a GPU (opt in with
+// LAGSERVE_CUDA_GEMV=stream).
+constexpr int32_t kGemvStreamMaxSeqs = 0;
 constexpr int32_t kGemvMaxSeqs = 8;
 
 // Which kernel takes the one-token rows' products.
