@@ -7,6 +7,7 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -382,6 +383,28 @@ TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(out.status().message().find("outside the vocabulary"), std::string::npos);
   c.release(pool);
+}
+
+// LAGSERVE_CUDA_GEMV takes 0, stream, mma or 1; anything else is refused
+// at start with what it takes, not silently ignored.
+TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
+  REQUIRE_GPU();
+  auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
+  ASSERT_TRUE(m.ok()) << m.status();
+  const char* old = std::getenv("LAGSERVE_CUDA_GEMV");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("LAGSERVE_CUDA_GEMV", "fast", 1);
+  backend::CudaBackendOptions opt;
+  opt.kv_cache_bytes = 16 << 20;
+  auto be = backend::make_cuda_backend(**m, opt);
+  if (old != nullptr) {
+    setenv("LAGSERVE_CUDA_GEMV", saved.c_str(), 1);
+  } else {
+    unsetenv("LAGSERVE_CUDA_GEMV");
+  }
+  ASSERT_FALSE(be.ok());
+  EXPECT_EQ(be.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(be.status().message().find("0, stream, mma or 1"), std::string::npos) << be.status();
 }
 
 }  // namespace
