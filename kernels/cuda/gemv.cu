@@ -20,7 +20,7 @@
 #include <cstdlib>
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/gemv_rows.h"
+#include "kernels/cuda/gemv_common.h"
 #include "kernels/cuda/mma_sm80.h"
 #include "kernels/cuda/pdl.h"
 
@@ -61,17 +61,7 @@ struct Args {
 
 __device__ __forceinline__ uint4 ldg16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 __device__ __forceinline__ uint2 ldg8(const void* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
-// Weights: read once, so they bypass L1.
-// NOTE: volatile, or the compiler takes the asm for a pure function of its
-// address and hoists conditional loads (the slice's tail) out of their
-// branch, reading past the end of the weights.
-__device__ __forceinline__ uint4 ldw16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
+// Weights' 8-byte tail loads (volatile, as ldw16 in gemv_common.h).
 __device__ __forceinline__ uint2 ldw8(const void* p) {
   uint2 v;
   asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
@@ -398,24 +388,11 @@ __global__ void __maxnreg__((kMaxRegs<NT, kOut>)) gemv_kernel(Args a) {
   }
 }
 
-template <int NT, bool kNorm>
-void launch_epilogue(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
-  auto go = [&](auto kernel) { launch_pdl(kernel, grid, dim3(threads), 0, stream, a); };
-  switch (a.out.epilogue) {
-    case GemvEpilogue::kStore: go(gemv_kernel<NT, kNorm, GemvEpilogue::kStore>); break;
-    case GemvEpilogue::kAdd: go(gemv_kernel<NT, kNorm, GemvEpilogue::kAdd>); break;
-    case GemvEpilogue::kSwiglu: go(gemv_kernel<NT, kNorm, GemvEpilogue::kSwiglu>); break;
-    case GemvEpilogue::kQkvRope: go(gemv_kernel<NT, kNorm, GemvEpilogue::kQkvRope>); break;
-  }
-}
-
 template <int NT>
-void launch_input(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
-  if (a.in.x_norm != nullptr) {
-    launch_epilogue<NT, true>(a, grid, threads, stream);
-  } else {
-    launch_epilogue<NT, false>(a, grid, threads, stream);
-  }
+void launch(const Args& a, dim3 grid, int threads, cudaStream_t stream) {
+  gemv_dispatch(a.in, a.out, [&](auto norm, auto epilogue) {
+    launch_pdl(gemv_kernel<NT, decltype(norm)::value, decltype(epilogue)::value>, grid, dim3(threads), 0, stream, a);
+  });
 }
 
 [[noreturn]] void gemv_fail(const char* what) {
@@ -455,10 +432,10 @@ void gemv_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const G
     a.in = gemv_input_from(in, r0, K);
     a.out = gemv_output_from(out, r0, N);
     switch ((a.M + 7) / 8) {
-      case 1: launch_input<1>(a, grid, threads, stream); break;
-      case 2: launch_input<2>(a, grid, threads, stream); break;
-      case 3: launch_input<3>(a, grid, threads, stream); break;
-      default: launch_input<4>(a, grid, threads, stream); break;
+      case 1: launch<1>(a, grid, threads, stream); break;
+      case 2: launch<2>(a, grid, threads, stream); break;
+      case 3: launch<3>(a, grid, threads, stream); break;
+      default: launch<4>(a, grid, threads, stream); break;
     }
     LAGSERVE_CUDA_CHECK_LAUNCH();
   }

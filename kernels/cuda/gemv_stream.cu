@@ -15,7 +15,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemv.h"
-#include "kernels/cuda/gemv_rows.h"
+#include "kernels/cuda/gemv_common.h"
 #include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
@@ -40,15 +40,6 @@ int plan_slices(int64_t N, int64_t K, int32_t sm_count) {
   int s = 1;
   while (s < kWarps && pairs * s < 16LL * sm_count && (K / 8) % (2 * s) == 0 && K / (2 * s) >= 2 * kSpan) s *= 2;
   return s;
-}
-
-// Weights: read once, so they bypass L1 (volatile: see gemv.cu).
-__device__ __forceinline__ uint4 ldw16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
 }
 
 // 8 bf16 (4 words, low half first) as floats.
@@ -235,24 +226,12 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
   }
 }
 
-template <int R, bool kNorm>
-void launch_epilogue(const Args& a, dim3 grid, cudaStream_t stream) {
-  auto go = [&](auto kernel) { launch_pdl(kernel, grid, dim3(32 * kWarps), 0, stream, a); };
-  switch (a.out.epilogue) {
-    case GemvEpilogue::kStore: go(gemv_stream_kernel<R, kNorm, GemvEpilogue::kStore>); break;
-    case GemvEpilogue::kAdd: go(gemv_stream_kernel<R, kNorm, GemvEpilogue::kAdd>); break;
-    case GemvEpilogue::kSwiglu: go(gemv_stream_kernel<R, kNorm, GemvEpilogue::kSwiglu>); break;
-    case GemvEpilogue::kQkvRope: go(gemv_stream_kernel<R, kNorm, GemvEpilogue::kQkvRope>); break;
-  }
-}
-
 template <int R>
-void launch_input(const Args& a, dim3 grid, cudaStream_t stream) {
-  if (a.in.x_norm != nullptr) {
-    launch_epilogue<R, true>(a, grid, stream);
-  } else {
-    launch_epilogue<R, false>(a, grid, stream);
-  }
+void launch(const Args& a, dim3 grid, cudaStream_t stream) {
+  gemv_dispatch(a.in, a.out, [&](auto norm, auto epilogue) {
+    launch_pdl(gemv_stream_kernel<R, decltype(norm)::value, decltype(epilogue)::value>, grid, dim3(32 * kWarps), 0,
+               stream, a);
+  });
 }
 
 [[noreturn]] void fail(const char* what) {
@@ -282,13 +261,13 @@ void gemv_stream_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, 
     a.in = gemv_input_from(in, r0, K);
     a.out = gemv_output_from(out, r0, N);
     if (a.M == 1) {
-      launch_input<1>(a, grid, stream);
+      launch<1>(a, grid, stream);
     } else if (a.M == 2) {
-      launch_input<2>(a, grid, stream);
+      launch<2>(a, grid, stream);
     } else if (a.M <= 4) {
-      launch_input<4>(a, grid, stream);
+      launch<4>(a, grid, stream);
     } else {
-      launch_input<8>(a, grid, stream);
+      launch<8>(a, grid, stream);
     }
     LAGSERVE_CUDA_CHECK_LAUNCH();
   }
