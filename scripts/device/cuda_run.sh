@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/lagserve-out}"
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.device-deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-B=build-gpu
+B=${B:-build-gpu}  # prebuilt_env.sh sets another
 WHAT="${CUDA_RUN:-all}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
@@ -66,6 +66,6 @@ if [ "$WHAT" != tests ]; then
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
-  [ -f "$HOME/.cache/lagserve/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
+  [ -f "$HOME/.cache/lagserve/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -x "$B/server/lagserve" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
     -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
 fi

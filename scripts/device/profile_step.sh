@@ -8,8 +8,9 @@
 # METRICS="m1,m2" adds ncu metrics, printed per kernel name as the mean over
 # its launches (ncu then replays each kernel once per pass, caches flushed
 # between passes, so the times of that run are not those of the plain one).
-# BENCH=path runs another bench_cuda_decode binary; the environment passes
-# through (LAGSERVE_CUDA_GEMV=stream, say).
+# BENCH=path runs another bench_cuda_decode binary (default: $B's, as
+# prebuilt_env.sh sets it, else build-gpu's); the environment passes through
+# (LAGSERVE_CUDA_GEMV=stream, say).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/lagserve-out}"
@@ -23,7 +24,7 @@ CSV="/tmp/profile_b${BATCH}_${CONTEXT}.csv"
 CACHE=none
 [ -n "${METRICS:-}" ] && CACHE=all
 "$NCU" --profile-from-start off --clock-control none --cache-control "$CACHE" --graph-profiling node --csv \
-  --print-units base --metrics "gpu__time_duration.sum${METRICS:+,$METRICS}" ${BENCH:-build-gpu/bench/bench_cuda_decode} \
+  --print-units base --metrics "gpu__time_duration.sum${METRICS:+,$METRICS}" ${BENCH:-${B:-build-gpu}/bench/bench_cuda_decode} \
   --model "$Q" --batch "$BATCH" --context "$CONTEXT" --chunk "$CONTEXT" --steps 3 --policy "$POLICY" \
   > "$CSV" 2> /tmp/profile_err.txt || tail -5 /tmp/profile_err.txt
 python3 - "$CSV" <<'PY'
