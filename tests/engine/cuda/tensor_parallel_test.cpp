@@ -180,8 +180,7 @@ void expect_ranks_agree_on_tiny_qwen2(int size, bool single_device) {
   int agree = 0;
   for (size_t i = 0; i < plain.logits.size(); ++i) agree += argmax(tp.logits[i]) == argmax(plain.logits[i]);
   EXPECT_GE(static_cast<double>(agree) / plain.logits.size(), 0.97);
-  // Both KV heads' selections come back, under their own head numbers, once
-  // (replicas report none).
+  // Both KV heads' selections come back, under their own head numbers.
   std::set<int> heads;
   for (const auto& [key, kept] : tp.kept) heads.insert(std::get<1>(key));
   EXPECT_EQ(heads, (std::set<int>{0, 1}));
