@@ -75,18 +75,16 @@ inline int64_t gemv_counters(int64_t N) { return N / 32; }
 void gemv_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const GemvOutput& out,
                int64_t M, const GemvScratch& scratch, int32_t sm_count, cudaStream_t stream);
 
-}  // namespace lagserve::kernels::cuda
-
-namespace lagserve::kernels::cuda {
-
-// The streaming variant, for one to a few rows (decode at small batch): the
-// same inputs, outputs and promise (a row's bits never depend on the rows
-// beside it), on CUDA cores. Each warp owns two output features (the pair an
-// epilogue needs: gate and up, or a RoPE rotation pair) and a slice of K, and
-// reads each of the two weight rows 512 contiguous bytes per load
-// instruction, a whole slice in flight at once; the tensor-core kernel reads
-// 16 rows 64 bytes at a time. Up to 8 rows per launch; no scratch (the
-// slices of K meet in shared memory).
+// The streaming variant, for one row or two (decode at batch 1; from 2 rows
+// the tensor-core kernel is faster, docs/cuda.md): the same inputs, outputs
+// and promise (a row's bits never depend on the rows beside it), on CUDA
+// cores. Each warp owns two output features (the pair an epilogue needs:
+// gate and up, or a RoPE rotation pair) and a slice of K, and reads each of
+// the two weight rows 512 contiguous bytes per load instruction, up to 8 such
+// loads per row in flight; the tensor-core kernel reads 16 rows 64 bytes at
+// a time. Any number of rows, 8 per launch; no scratch (the slices of K meet
+// in shared memory). Shapes: N a multiple of 8, K of 8, for kQkvRope an even
+// head_dim.
 bool gemv_stream_supports(int64_t N, int64_t K, GemvEpilogue epilogue, int32_t head_dim);
 void gemv_stream_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, const GemvOutput& out,
                       int64_t M, int32_t sm_count, cudaStream_t stream);

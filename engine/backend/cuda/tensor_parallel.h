@@ -27,8 +27,8 @@ struct TensorParallelOptions {
 };
 
 // Fails with a clear status when N does not split the model's heads or FFN
-// width (model::check_tensor_parallel), when fewer than N GPUs are present, without NCCL, or as
-// make_cuda_backend fails on any rank. Each rank sizes its cache from its own
+// width (model::check_tensor_parallel), when fewer than N GPUs are present,
+// without NCCL, or as make_cuda_backend fails on any rank. Each rank sizes its cache from its own
 // GPU's memory (or options.kv_cache_bytes, per rank); n_blocks() is the least.
 absl::StatusOr<std::unique_ptr<Backend>> make_tensor_parallel_backend(const model::Model& model,
                                                                       const CudaBackendOptions& options,
