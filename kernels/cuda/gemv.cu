@@ -354,36 +354,11 @@ __global__ void __maxnreg__((kMaxRegs<NT, kOut>)) gemv_kernel(Args a) {
       a.out.act[static_cast<int64_t>(r) * ff + base + i] = __float2bfloat16(gt / (1.0f + __expf(-gt)) * up);
     }
   } else {  // kQkvRope
-    const PagedKvBf16& kv = a.out.kv;
-    const int d = kv.head_dim, h = base / d, i0 = base % d, n_kv = kv.n_kv_heads;
     for (int e = threadIdx.x; e < 16 * R; e += blockDim.x) {
       const int i = e % 16, r = e / 16;
       if (r >= a.M) continue;
       const float sc = scale(r);
-      float x1 = part[0][0][i][r] * sc, x2 = part[0][1][i][r] * sc;
-      if (a.out.bias != nullptr) {
-        x1 += a.out.bias[base + i];
-        x2 += a.out.bias[base + off + i];
-      }
-      if (h < a.out.n_heads + n_kv) {  // q and k rotate; v does not
-        float s, c;
-        // NOTE: fp32 product and sincosf, as qkv_rope_write.
-        sincosf(static_cast<float>(a.out.positions[r]) * a.out.inv_freq[i0 + i], &s, &c);
-        const float r1 = x1 * c - x2 * s, r2 = x2 * c + x1 * s;
-        x1 = r1;
-        x2 = r2;
-      }
-      float* y = a.out.y + static_cast<int64_t>(r) * a.N;
-      y[base + i] = x1;
-      y[base + off + i] = x2;
-      if (h >= a.out.n_heads) {
-        const int64_t slot = a.out.slots[r], block = slot / kv.block_size, in_block = slot % kv.block_size;
-        const bool is_k = h < a.out.n_heads + n_kv;
-        const int kh = is_k ? h - a.out.n_heads : h - a.out.n_heads - n_kv;
-        bf16* dst = (is_k ? kv.k : kv.v) + ((block * n_kv + kh) * kv.block_size + in_block) * d;
-        dst[i0 + i] = __float2bfloat16(x1);
-        dst[i0 + off + i] = __float2bfloat16(x2);
-      }
+      gemv_qkv_rope_pair(a.out, a.N, r, base + i, part[0][0][i][r] * sc, part[0][1][i][r] * sc);
     }
   }
 }

@@ -21,6 +21,39 @@ __device__ __forceinline__ uint4 ldw16(const void* p) {
   return v;
 }
 
+// The kQkvRope epilogue of one row r and one rotation pair: features f
+// (element j = f % head_dim, j < head_dim / 2, of head f / head_dim) and
+// f + head_dim / 2, whose scaled sums are x1 and x2. Bias, NeoX RoPE of q and
+// k heads, the fp32 row of y, and the bf16 K/V cache write of k and v heads.
+__device__ __forceinline__ void gemv_qkv_rope_pair(const GemvOutput& out, int32_t N, int r, int f, float x1,
+                                                   float x2) {
+  const PagedKvBf16& kv = out.kv;
+  const int d = kv.head_dim, half = d / 2, h = f / d, j = f % d, n_kv = kv.n_kv_heads;
+  if (out.bias != nullptr) {
+    x1 += out.bias[f];
+    x2 += out.bias[f + half];
+  }
+  if (h < out.n_heads + n_kv) {  // q and k rotate; v does not
+    float s, c;
+    // NOTE: fp32 product and sincosf, as qkv_rope_write.
+    sincosf(static_cast<float>(out.positions[r]) * out.inv_freq[j], &s, &c);
+    const float r1 = x1 * c - x2 * s, r2 = x2 * c + x1 * s;
+    x1 = r1;
+    x2 = r2;
+  }
+  float* y = out.y + static_cast<int64_t>(r) * N;
+  y[f] = x1;
+  y[f + half] = x2;
+  if (h >= out.n_heads) {
+    const int64_t slot = out.slots[r], block = slot / kv.block_size, in_block = slot % kv.block_size;
+    const bool is_k = h < out.n_heads + n_kv;
+    const int kh = is_k ? h - out.n_heads : h - out.n_heads - n_kv;
+    bf16* dst = (is_k ? kv.k : kv.v) + ((block * n_kv + kh) * kv.block_size + in_block) * d;
+    dst[j] = __float2bfloat16(x1);
+    dst[j + half] = __float2bfloat16(x2);
+  }
+}
+
 // Calls go(std::integral_constant<bool, norm>, std::integral_constant<GemvEpilogue, e>)
 // for the input kind and epilogue of a launch, so that each picks its kernel
 // instance at compile time.

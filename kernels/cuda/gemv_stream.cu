@@ -197,31 +197,7 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
     } else if constexpr (kOut == GemvEpilogue::kSwiglu) {
       a.out.act[static_cast<int64_t>(r) * (a.N / 2) + p] = __float2bfloat16(v0 / (1.0f + __expf(-v0)) * v1);
     } else {  // kQkvRope
-      const PagedKvBf16& kv = a.out.kv;
-      const int d = kv.head_dim, half = d / 2, h = p / half, i = p % half, n_kv = kv.n_kv_heads;
-      if (a.out.bias != nullptr) {
-        v0 += a.out.bias[g0];
-        v1 += a.out.bias[g1];
-      }
-      if (h < a.out.n_heads + n_kv) {  // q and k rotate; v does not
-        float s, c;
-        // NOTE: fp32 product and sincosf, as qkv_rope_write.
-        sincosf(static_cast<float>(a.out.positions[r]) * a.out.inv_freq[i], &s, &c);
-        const float r1 = v0 * c - v1 * s, r2 = v1 * c + v0 * s;
-        v0 = r1;
-        v1 = r2;
-      }
-      float* y = a.out.y + static_cast<int64_t>(r) * a.N;
-      y[g0] = v0;
-      y[g1] = v1;
-      if (h >= a.out.n_heads) {
-        const int64_t slot = a.out.slots[r], block = slot / kv.block_size, in_block = slot % kv.block_size;
-        const bool is_k = h < a.out.n_heads + n_kv;
-        const int kh = is_k ? h - a.out.n_heads : h - a.out.n_heads - n_kv;
-        bf16* dst = (is_k ? kv.k : kv.v) + ((block * n_kv + kh) * kv.block_size + in_block) * d;
-        dst[i] = __float2bfloat16(v0);
-        dst[i + half] = __float2bfloat16(v1);
-      }
+      gemv_qkv_rope_pair(a.out, a.N, r, g0, v0, v1);
     }
   }
 }
