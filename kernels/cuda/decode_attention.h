@@ -1,9 +1,8 @@
 // Paged decode attention on the GPU: one new query token per sequence over
 // its whole cache, for a batch of sequences in one launch. GQA (the query
 // heads of a KV head share its loads) and split-K: long contexts are cut into
-// splits that run in parallel and are merged (log-sum-exp rescaling) by a
-// second kernel or by the last split block, so a few long sequences still
-// fill the GPU.
+// splits that run in parallel and are merged by a second kernel (log-sum-exp
+// rescaling), so a few long sequences still fill the GPU.
 #pragma once
 
 #include <cstdint>
@@ -30,10 +29,7 @@ struct DecodeItem {
   int32_t mask_len = 0;      // n_partitions * lag; 0: no mask for this item
   int32_t hide_end = 0;      // keys in [mask_begin, hide_end) may be hidden; <= mask_begin: none
   int32_t sel_offset = 0;    // the flags: selected + sel_offset, [n_kv_heads, mask_len]
-  // Keys [0, cached_len) were in the cache before the step's first kernel:
-  // no kernel launched after them writes them, so the tensor-core kernel may
-  // start loading them before its pdl_wait (kernels/cuda/pdl.h). 0: none.
-  int32_t cached_len = 0;
+  int32_t pad = 0;
 };
 static_assert(sizeof(DecodeItem) == 8 * sizeof(int32_t) && sizeof(DecodeItem) % 16 == 0,
               "DecodeItem is copied as int32 words");
@@ -67,19 +63,10 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,
 // group size 1..8.
-// arrivals: nullptr, or decode_attention_arrivals(...) int32 counters, zero
-// before the first call (every call leaves them zero). Given, the tensor-core
-// kernel's last split block of each (item, kv head) merges the splits itself,
-// one launch fewer than the merge kernel, with the same bits.
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                      float scale, const uint8_t* selected, float* workspace, int32_t* arrivals,
+                      float scale, const uint8_t* selected, float* workspace,
                       cudaStream_t stream);
-
-// The counters decode_attention's arrivals needs for n_items.
-inline int64_t decode_attention_arrivals(int32_t n_items, int32_t n_kv_heads) {
-  return static_cast<int64_t>(n_items) * n_kv_heads;
-}
 
 }  // namespace lagserve::kernels::cuda

@@ -36,77 +36,6 @@ __device__ __forceinline__ void split_bf16(float x, float& hi, float& lo) {
   lo = x - hi;
 }
 
-// The fused merge: the block of an (item, kv head) that arrives last merges
-// the splits of its G query heads, in decode_merge's order and arithmetic
-// (the same bits), and sets its arrival counter back to zero for the next
-// launch. The split weights go through shared memory (sm, G * (n_splits + 1)
-// floats) and every split's row of the workspace is loaded independently,
-// 16 bytes at a time.
-template <int D, int G>
-__device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item, int32_t n_heads,
-                                              int32_t kvh, int32_t n_splits, int32_t max_splits,
-                                              const float* ws_acc, const float* ws_ml,
-                                              int32_t* arrival, bf16* out, int64_t out_row_stride) {
-  __shared__ bool last;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  __threadfence();  // this block's split, visible before it counts as arrived
-  __syncthreads();
-  if (tid == 0) {
-    last = atomicAdd(arrival, 1) == n_splits - 1;
-    if (last) *arrival = 0;  // every split has arrived: nothing else touches it
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int64_t base = (static_cast<int64_t>(blockIdx.z) * n_heads + static_cast<int64_t>(kvh) * G) * max_splits;
-  float* const f_s = sm;                     // [G][n_splits]: m, then the weights
-  float* const l_s = sm + G * n_splits;      // [G]
-  for (int32_t e = tid; e < G * n_splits; e += kThreads) {
-    const int32_t hg = e / n_splits, s = e % n_splits;
-    f_s[e] = __ldcg(ws_ml + (base + static_cast<int64_t>(hg) * max_splits + s) * 2);
-  }
-  __syncthreads();
-  for (int hg = warp; hg < G; hg += kWarps) {
-    float* const f = f_s + hg * n_splits;
-    const float* const ml = ws_ml + (base + static_cast<int64_t>(hg) * max_splits) * 2;
-    float m = -INFINITY;
-    for (int32_t s = lane; s < n_splits; s += 32) m = fmaxf(m, f[s]);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    __syncwarp();
-    for (int32_t s = lane; s < n_splits; s += 32) {
-      const float l_split = __ldcg(ml + s * 2 + 1);
-      f[s] = l_split > 0.f ? exp2f(f[s] - m) : 0.f;  // 0: every key of the split hidden
-    }
-    __syncwarp();
-    if (lane == 0) {  // decode_merge's order and roundings: splits ascending
-      float l = 0.f;
-      for (int32_t s = 0; s < n_splits; ++s) l += __fmul_rn(__ldcg(ml + s * 2 + 1), f[s]);
-      l_s[hg] = l;
-    }
-  }
-  __syncthreads();
-  // Four channels a thread (16-byte loads), each channel's sum in split order.
-  for (int e = tid; e < G * D / 4; e += kThreads) {
-    const int hg = e / (D / 4), c = e % (D / 4) * 4;
-    const float* const f = f_s + hg * n_splits;
-    const float* const acc = ws_acc + (base + static_cast<int64_t>(hg) * max_splits) * D + c;
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int32_t s = 0; s < n_splits; ++s) {
-      const float4 a = __ldcg(reinterpret_cast<const float4*>(acc + static_cast<int64_t>(s) * D));
-      o.x = fmaf(f[s], a.x, o.x);
-      o.y = fmaf(f[s], a.y, o.y);
-      o.z = fmaf(f[s], a.z, o.z);
-      o.w = fmaf(f[s], a.w, o.w);
-    }
-    const float l = l_s[hg];
-    const float r[4] = {o.x, o.y, o.z, o.w};
-    bf16* const dst = out + static_cast<int64_t>(item.row) * out_row_stride + (static_cast<int64_t>(kvh) * G + hg) * D + c;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) dst[i] = __float2bfloat16(l > 0.f ? r[i] / l : 0.f);
-  }
-}
-
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads)
 decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
@@ -114,9 +43,10 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                          int64_t q_row_stride, bf16* __restrict__ out, int64_t out_row_stride,
                          int32_t n_heads, float scale_log2, int32_t split_len,
                          int32_t max_splits, float* __restrict__ ws_acc,
-                         float* __restrict__ ws_ml, int32_t* __restrict__ arrivals) {
+                         float* __restrict__ ws_ml) {
   static_assert(G >= 1 && G <= 8, "query heads per kv head");
   pdl_release();
+  pdl_wait();
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
   constexpr int kKSteps = D / 16;   // k16 steps of Q K^T
   constexpr int kDTiles = D / 8;    // n8 tiles of O
@@ -128,73 +58,15 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   const int g = lane / 4, t = lane % 4;
   bf16* const ring = reinterpret_cast<bf16*>(smem_raw) + warp * kStages * kStageElems;
 
-  // The items and block tables are uploaded before the step's first kernel
-  // (no kernel writes them): read before pdl_wait, with this warp's first
-  // cache blocks, and so are the first tiles whose keys all lie below
-  // item.cached_len. The queries and newer keys wait: the kernels before may
-  // be writing them.
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
   const int32_t begin = split * split_len;
-  if (begin >= item.ctx_len) {  // block-uniform
-    pdl_wait();  // every block waits, so that this grid ends after the one before
-    return;
-  }
+  if (begin >= item.ctx_len) return;  // block-uniform
   const int32_t n = min(item.ctx_len, begin + split_len) - begin;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
   const int32_t n_tiles = (n + kTileKeys - 1) / kTileKeys;
   const int32_t* table = tables + item.table_offset;
   const int32_t bs = kv.block_size, n_kv = kv.n_kv_heads;
-  const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kWarps - 1) / kWarps : 0;
-  // This warp's i-th tile is the split's tile warp + i * kWarps; its cache block.
-  auto tile_block = [&](int32_t i) { return __ldg(table + (begin + (warp + i * kWarps) * kTileKeys) / bs); };
-  int32_t first_blocks[kStages - 1];
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) first_blocks[i] = i < my_tiles ? tile_block(i) : 0;
-
-  // Keys past the split's end load as zeros: their scores are set to -inf,
-  // and V must not hold the NaN an unused cache slot may contain (0 * NaN is
-  // NaN).
-  auto issue = [&](int32_t i, int32_t block) {
-    if (i < my_tiles) {
-      const int32_t k0 = (warp + i * kWarps) * kTileKeys;  // in the split
-      const int32_t idx0 = begin + k0;
-      const int64_t base = ((static_cast<int64_t>(block) * n_kv + kvh) * bs + idx0 % bs) * D;
-      bf16* const k_s = ring + (i % kStages) * kStageElems;
-      bf16* const v_s = k_s + kTileKeys * D;
-#pragma unroll
-      for (int u = 0; u < kLoads; ++u) {
-        const int c = lane + 32 * u, r = c / kChunks, ch = c % kChunks;
-        const bool valid = k0 + r < n;
-        const int64_t off = valid ? base + static_cast<int64_t>(r) * D + ch * 8 : 0;
-        cp_async16(smem_u32(k_s + swz<D>(r, ch)), kv.k + off, valid);
-        cp_async16(smem_u32(v_s + swz<D>(r, ch)), kv.v + off, valid);
-      }
-    }
-    cp_async_commit();  // possibly empty: every lane commits one group per call
-  };
-
-  float o[kDTiles][4];
-#pragma unroll
-  for (int dt = 0; dt < kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  float m = -INFINITY, l = 0.f;  // row g's running max (log2 units) and this lane's sum
-
-  // Tiles 0, 1, ... in order (one commit group each) while their keys are
-  // cached_len's, then the wait, then the rest of the first tiles.
-  int pre = 0;
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    const int32_t tile_end = begin + min(n, (warp + i * kWarps + 1) * kTileKeys);
-    if (pre == i && i < my_tiles && tile_end <= item.cached_len) {
-      issue(i, first_blocks[i]);
-      ++pre;
-    }
-  }
-  pdl_wait();
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i >= pre) issue(i, first_blocks[i]);
-  }
 
   // Q as A fragments: rows g the bf16 part, rows g + 8 the remainder.
   uint32_t qa[kKSteps][4];
@@ -220,9 +92,39 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
     }
   }
 
+  // This warp's i-th tile is the split's tile warp + i * kWarps. Keys past the
+  // split's end load as zeros: their scores are set to -inf, and V must not
+  // hold the NaN an unused cache slot may contain (0 * NaN is NaN).
+  const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kWarps - 1) / kWarps : 0;
+  auto issue = [&](int32_t i) {
+    if (i < my_tiles) {
+      const int32_t k0 = (warp + i * kWarps) * kTileKeys;  // in the split
+      const int32_t idx0 = begin + k0;
+      const int64_t base =
+          ((static_cast<int64_t>(__ldg(table + idx0 / bs)) * n_kv + kvh) * bs + idx0 % bs) * D;
+      bf16* const k_s = ring + (i % kStages) * kStageElems;
+      bf16* const v_s = k_s + kTileKeys * D;
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+        const int c = lane + 32 * u, r = c / kChunks, ch = c % kChunks;
+        const bool valid = k0 + r < n;
+        const int64_t off = valid ? base + static_cast<int64_t>(r) * D + ch * 8 : 0;
+        cp_async16(smem_u32(k_s + swz<D>(r, ch)), kv.k + off, valid);
+        cp_async16(smem_u32(v_s + swz<D>(r, ch)), kv.v + off, valid);
+      }
+    }
+    cp_async_commit();  // possibly empty: every lane commits one group per call
+  };
+
+  float o[kDTiles][4];
+#pragma unroll
+  for (int dt = 0; dt < kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  float m = -INFINITY, l = 0.f;  // row g's running max (log2 units) and this lane's sum
+
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
   for (int32_t i = 0; i < my_tiles; ++i) {
-    const int32_t next = i + kStages - 1;
-    issue(next, next < my_tiles ? tile_block(next) : 0);
+    issue(i + kStages - 1);
     cp_async_wait<kStages - 1>();  // tile i has landed for this lane ...
     __syncwarp();                  // ... and for the warp
     const bf16* const k_s = ring + (i % kStages) * kStageElems;
@@ -333,26 +235,15 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
       }
     }
   }
-  if (n_splits > 1 && arrivals != nullptr) {  // block-uniform
-    merge_if_last<D, G>(reinterpret_cast<float*>(smem_raw), item, n_heads, kvh, n_splits, max_splits,
-                        ws_acc, ws_ml, arrivals + static_cast<int64_t>(blockIdx.z) * n_kv + kvh, out,
-                        out_row_stride);
-  }
 }
 
 template <int D, int G>
-bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
             int32_t n_items, const DecodePlan& plan, const float* q, int64_t q_row_stride,
             bf16* out, int64_t out_row_stride, int32_t n_heads, float scale_log2, float* ws_acc,
-            float* ws_ml, int32_t* arrivals, cudaStream_t stream) {
+            float* ws_ml, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
-  // The fused merge: where one block's share is small (at most 64 16-byte
-  // loads a thread, so 4K keys of one sequence in splits of 128, but not 32
-  // sequences of 32K: their last blocks would each merge alone what the merge
-  // kernel spreads over G blocks). Its split weights fit in shared memory then.
-  static_assert(G * (64 * 4 * kThreads / (G * D) + 1) * sizeof(float) <= smem, "split weights");
-  if (plan.max_splits <= 1 || static_cast<int64_t>(plan.max_splits) * G * D > 64 * 4 * kThreads) arrivals = nullptr;
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {
     LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_partial_tc_kernel<D, G>,
@@ -364,22 +255,21 @@ bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
   launch_pdl(decode_partial_tc_kernel<D, G>, grid, dim3(kThreads), smem, stream, kv, tables,
              items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2, plan.split_len,
-             plan.max_splits, ws_acc, ws_ml, arrivals);
+             plan.max_splits, ws_acc, ws_ml);
   LAGSERVE_CUDA_CHECK_LAUNCH();
-  return arrivals != nullptr;
 }
 
 template <int D>
-bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
+void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan,
                   const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
                   int32_t n_heads, float scale_log2, float* ws_acc, float* ws_ml,
-                  int32_t* arrivals, cudaStream_t stream) {
+                  cudaStream_t stream) {
   switch (group) {
 #define LAGSERVE_DECODE_TC_CASE(G)                                                           \
   case G:                                                                                    \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out,              \
-                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
+                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
     LAGSERVE_DECODE_TC_CASE(1)
     LAGSERVE_DECODE_TC_CASE(2)
     LAGSERVE_DECODE_TC_CASE(3)
@@ -392,7 +282,6 @@ bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
     default:
       break;
   }
-  return false;
 }
 
 }  // namespace
@@ -402,18 +291,18 @@ bool decode_tc_supported(const PagedKvBf16& kv, int32_t group) {
          group >= 1 && group <= 8;
 }
 
-bool decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+void decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                        int32_t n_items, const DecodePlan& plan, const float* q,
                        int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                       float scale_log2, float* ws_acc, float* ws_ml, int32_t* arrivals,
-                       cudaStream_t stream) {
+                       float scale_log2, float* ws_acc, float* ws_ml, cudaStream_t stream) {
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 64) {
-    return launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                            out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
+    launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
+  } else {
+    launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                      out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
   }
-  return launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                           out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
 }
 
 }  // namespace lagserve::kernels::cuda::detail
