@@ -36,6 +36,67 @@ __device__ __forceinline__ void split_bf16(float x, float& hi, float& lo) {
   lo = x - hi;
 }
 
+// The fused merge: the block of an (item, kv head) that arrives last merges
+// the splits of its G query heads, in decode_merge's order and arithmetic
+// (the same bits), and sets its arrival counter back to zero for the next
+// launch. The split weights go through shared memory (sm, G * (n_splits + 1)
+// floats) and every split's row of the workspace is loaded independently.
+template <int D, int G>
+__device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item, int32_t n_heads,
+                                              int32_t kvh, int32_t n_splits, int32_t max_splits,
+                                              const float* ws_acc, const float* ws_ml,
+                                              int32_t* arrival, bf16* out, int64_t out_row_stride) {
+  __shared__ bool last;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  __threadfence();  // this block's split, visible before it counts as arrived
+  __syncthreads();
+  if (tid == 0) {
+    last = atomicAdd(arrival, 1) == n_splits - 1;
+    if (last) *arrival = 0;  // every split has arrived: nothing else touches it
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t base = (static_cast<int64_t>(blockIdx.z) * n_heads + static_cast<int64_t>(kvh) * G) * max_splits;
+  float* const f_s = sm;                     // [G][n_splits]: m, then the weights
+  float* const l_s = sm + G * n_splits;      // [G]
+  for (int32_t e = tid; e < G * n_splits; e += kThreads) {
+    const int32_t hg = e / n_splits, s = e % n_splits;
+    f_s[e] = __ldcg(ws_ml + (base + static_cast<int64_t>(hg) * max_splits + s) * 2);
+  }
+  __syncthreads();
+  for (int hg = warp; hg < G; hg += kWarps) {
+    float* const f = f_s + hg * n_splits;
+    const float* const ml = ws_ml + (base + static_cast<int64_t>(hg) * max_splits) * 2;
+    float m = -INFINITY;
+    for (int32_t s = lane; s < n_splits; s += 32) m = fmaxf(m, f[s]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    __syncwarp();
+    for (int32_t s = lane; s < n_splits; s += 32) {
+      const float l_split = __ldcg(ml + s * 2 + 1);
+      f[s] = l_split > 0.f ? exp2f(f[s] - m) : 0.f;  // 0: every key of the split hidden
+    }
+    __syncwarp();
+    if (lane == 0) {  // decode_merge's order and roundings: splits ascending
+      float l = 0.f;
+      for (int32_t s = 0; s < n_splits; ++s) l += __fmul_rn(__ldcg(ml + s * 2 + 1), f[s]);
+      l_s[hg] = l;
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < G * D; e += kThreads) {
+    const int hg = e / D, c = e % D;
+    const float* const f = f_s + hg * n_splits;
+    const float* const acc = ws_acc + (base + static_cast<int64_t>(hg) * max_splits) * D + c;
+    float o = 0.f;
+#pragma unroll 8
+    for (int32_t s = 0; s < n_splits; ++s) o = fmaf(f[s], __ldcg(acc + static_cast<int64_t>(s) * D), o);
+    const float l = l_s[hg];
+    out[static_cast<int64_t>(item.row) * out_row_stride + (static_cast<int64_t>(kvh) * G + hg) * D + c] =
+        __float2bfloat16(l > 0.f ? o / l : 0.f);
+  }
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads)
 decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
@@ -43,10 +104,9 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                          int64_t q_row_stride, bf16* __restrict__ out, int64_t out_row_stride,
                          int32_t n_heads, float scale_log2, int32_t split_len,
                          int32_t max_splits, float* __restrict__ ws_acc,
-                         float* __restrict__ ws_ml) {
+                         float* __restrict__ ws_ml, int32_t* __restrict__ arrivals) {
   static_assert(G >= 1 && G <= 8, "query heads per kv head");
   pdl_release();
-  pdl_wait();
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
   constexpr int kKSteps = D / 16;   // k16 steps of Q K^T
   constexpr int kDTiles = D / 8;    // n8 tiles of O
@@ -58,15 +118,28 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   const int g = lane / 4, t = lane % 4;
   bf16* const ring = reinterpret_cast<bf16*>(smem_raw) + warp * kStages * kStageElems;
 
+  // The items and block tables are uploaded before the step's first kernel
+  // (no kernel writes them): read before pdl_wait, with this warp's first
+  // cache blocks. The queries and the keys wait: the kernel before wrote them.
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
   const int32_t begin = split * split_len;
-  if (begin >= item.ctx_len) return;  // block-uniform
+  if (begin >= item.ctx_len) {  // block-uniform
+    pdl_wait();  // every block waits, so that this grid ends after the one before
+    return;
+  }
   const int32_t n = min(item.ctx_len, begin + split_len) - begin;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
   const int32_t n_tiles = (n + kTileKeys - 1) / kTileKeys;
   const int32_t* table = tables + item.table_offset;
   const int32_t bs = kv.block_size, n_kv = kv.n_kv_heads;
+  const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kWarps - 1) / kWarps : 0;
+  // This warp's i-th tile is the split's tile warp + i * kWarps; its cache block.
+  auto tile_block = [&](int32_t i) { return __ldg(table + (begin + (warp + i * kWarps) * kTileKeys) / bs); };
+  int32_t first_blocks[kStages - 1];
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) first_blocks[i] = i < my_tiles ? tile_block(i) : 0;
+  pdl_wait();
 
   // Q as A fragments: rows g the bf16 part, rows g + 8 the remainder.
   uint32_t qa[kKSteps][4];
@@ -92,16 +165,14 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
     }
   }
 
-  // This warp's i-th tile is the split's tile warp + i * kWarps. Keys past the
-  // split's end load as zeros: their scores are set to -inf, and V must not
-  // hold the NaN an unused cache slot may contain (0 * NaN is NaN).
-  const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kWarps - 1) / kWarps : 0;
-  auto issue = [&](int32_t i) {
+  // Keys past the split's end load as zeros: their scores are set to -inf,
+  // and V must not hold the NaN an unused cache slot may contain (0 * NaN is
+  // NaN).
+  auto issue = [&](int32_t i, int32_t block) {
     if (i < my_tiles) {
       const int32_t k0 = (warp + i * kWarps) * kTileKeys;  // in the split
       const int32_t idx0 = begin + k0;
-      const int64_t base =
-          ((static_cast<int64_t>(__ldg(table + idx0 / bs)) * n_kv + kvh) * bs + idx0 % bs) * D;
+      const int64_t base = ((static_cast<int64_t>(block) * n_kv + kvh) * bs + idx0 % bs) * D;
       bf16* const k_s = ring + (i % kStages) * kStageElems;
       bf16* const v_s = k_s + kTileKeys * D;
 #pragma unroll
@@ -122,9 +193,10 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   float m = -INFINITY, l = 0.f;  // row g's running max (log2 units) and this lane's sum
 
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  for (int i = 0; i < kStages - 1; ++i) issue(i, first_blocks[i]);
   for (int32_t i = 0; i < my_tiles; ++i) {
-    issue(i + kStages - 1);
+    const int32_t next = i + kStages - 1;
+    issue(next, next < my_tiles ? tile_block(next) : 0);
     cp_async_wait<kStages - 1>();  // tile i has landed for this lane ...
     __syncwarp();                  // ... and for the warp
     const bf16* const k_s = ring + (i % kStages) * kStageElems;
@@ -235,15 +307,25 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
       }
     }
   }
+  if (n_splits > 1 && arrivals != nullptr) {  // block-uniform
+    merge_if_last<D, G>(reinterpret_cast<float*>(smem_raw), item, n_heads, kvh, n_splits, max_splits,
+                        ws_acc, ws_ml, arrivals + static_cast<int64_t>(blockIdx.z) * n_kv + kvh, out,
+                        out_row_stride);
+  }
 }
 
 template <int D, int G>
-void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
             int32_t n_items, const DecodePlan& plan, const float* q, int64_t q_row_stride,
             bf16* out, int64_t out_row_stride, int32_t n_heads, float scale_log2, float* ws_acc,
-            float* ws_ml, cudaStream_t stream) {
+            float* ws_ml, int32_t* arrivals, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
+  // The fused merge needs the split weights of G heads in shared memory.
+  if (plan.max_splits <= 1 ||
+      static_cast<size_t>(G) * (static_cast<size_t>(plan.max_splits) + 1) * sizeof(float) > smem) {
+    arrivals = nullptr;
+  }
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {
     LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_partial_tc_kernel<D, G>,
@@ -255,21 +337,22 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
   launch_pdl(decode_partial_tc_kernel<D, G>, grid, dim3(kThreads), smem, stream, kv, tables,
              items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2, plan.split_len,
-             plan.max_splits, ws_acc, ws_ml);
+             plan.max_splits, ws_acc, ws_ml, arrivals);
   LAGSERVE_CUDA_CHECK_LAUNCH();
+  return arrivals != nullptr;
 }
 
 template <int D>
-void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
+bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan,
                   const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
                   int32_t n_heads, float scale_log2, float* ws_acc, float* ws_ml,
-                  cudaStream_t stream) {
+                  int32_t* arrivals, cudaStream_t stream) {
   switch (group) {
 #define LAGSERVE_DECODE_TC_CASE(G)                                                           \
   case G:                                                                                    \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out,              \
-                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
+                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
     LAGSERVE_DECODE_TC_CASE(1)
     LAGSERVE_DECODE_TC_CASE(2)
     LAGSERVE_DECODE_TC_CASE(3)
@@ -282,6 +365,7 @@ void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
     default:
       break;
   }
+  return false;
 }
 
 }  // namespace
@@ -291,18 +375,18 @@ bool decode_tc_supported(const PagedKvBf16& kv, int32_t group) {
          group >= 1 && group <= 8;
 }
 
-void decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+bool decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                        int32_t n_items, const DecodePlan& plan, const float* q,
                        int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                       float scale_log2, float* ws_acc, float* ws_ml, cudaStream_t stream) {
+                       float scale_log2, float* ws_acc, float* ws_ml, int32_t* arrivals,
+                       cudaStream_t stream) {
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 64) {
-    launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
-  } else {
-    launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
+    return launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                            out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
   }
+  return launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                           out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
 }
 
 }  // namespace lagserve::kernels::cuda::detail

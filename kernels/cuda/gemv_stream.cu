@@ -6,7 +6,8 @@
 // the GPU only): lane l reads elements 8l..8l+7 of each 256-element span of
 // both weight rows, so each load instruction takes 512 contiguous bytes of a
 // row, and up to 8 spans per row (16 loads of 16 bytes a lane) are in flight
-// before the first is used. The sum order of an output: per lane in span
+// before the first is used; 12 for a single row whose slice is longer (the
+// FFN down projection), so that its weights come in one round of loads. The sum order of an output: per lane in span
 // order, the lanes by a butterfly, the slices in slice order. It depends on
 // N, K and the SM count only, never on the rows beside a row.
 #include <algorithm>
@@ -23,7 +24,8 @@ namespace {
 
 constexpr int kWarps = 4;     // per block
 constexpr int kSpan = 256;    // elements of a row a warp reads with one load instruction
-constexpr int kGroup = 8;     // spans in flight per row
+constexpr int kGroup = 8;     // spans in flight per row (kWideGroup for one row and longer slices)
+constexpr int kWideGroup = 12;
 constexpr int kMaxRows = 8;   // rows per launch
 
 struct Args {
@@ -71,7 +73,7 @@ __device__ __forceinline__ void pair_features(const Args& a, int p, int& f0, int
   }
 }
 
-template <int R, bool kNorm, GemvEpilogue kOut>
+template <int R, int kG, bool kNorm, GemvEpilogue kOut>
 __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
   __shared__ float part[kWarps][2][R];
   __shared__ float sq[kWarps][R];
@@ -83,13 +85,13 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
   const int slice = a.K / S, k0 = ks * slice + 8 * lane, k1 = (ks + 1) * slice;
   const bf16* w0 = a.w + static_cast<int64_t>(f0) * a.K;
   const bf16* w1 = a.w + static_cast<int64_t>(f1) * a.K;
-  const int n_groups = (slice + kGroup * kSpan - 1) / (kGroup * kSpan);
+  const int n_groups = (slice + kG * kSpan - 1) / (kG * kSpan);
 
-  uint4 q[kGroup][2];
+  uint4 q[kG][2];
   auto load = [&](int g) {
 #pragma unroll
-    for (int j = 0; j < kGroup; ++j) {
-      const int k = k0 + (g * kGroup + j) * kSpan;
+    for (int j = 0; j < kG; ++j) {
+      const int k = k0 + (g * kG + j) * kSpan;
       if (k < k1) {
         q[j][0] = ldw16(w0 + k);
         q[j][1] = ldw16(w1 + k);
@@ -109,8 +111,8 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
   for (int g = 0; g < n_groups; ++g) {
     if (g > 0) load(g);
 #pragma unroll
-    for (int j = 0; j < kGroup; ++j) {
-      const int k = k0 + (g * kGroup + j) * kSpan;
+    for (int j = 0; j < kG; ++j) {
+      const int k = k0 + (g * kG + j) * kSpan;
       if (k >= k1) continue;
       float wa[8], wb[8], nw[8];
       unpack8(q[j][0], wa);
@@ -202,11 +204,11 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_stream_kernel(Args a) {
   }
 }
 
-template <int R>
+template <int R, int kG = kGroup>
 void launch(const Args& a, dim3 grid, cudaStream_t stream) {
   gemv_dispatch(a.in, a.out, [&](auto norm, auto epilogue) {
-    launch_pdl(gemv_stream_kernel<R, decltype(norm)::value, decltype(epilogue)::value>, grid, dim3(32 * kWarps), 0,
-               stream, a);
+    launch_pdl(gemv_stream_kernel<R, kG, decltype(norm)::value, decltype(epilogue)::value>, grid,
+               dim3(32 * kWarps), 0, stream, a);
   });
 }
 
@@ -232,11 +234,14 @@ void gemv_stream_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, 
   const int S = plan_slices(N, K, sm_count);
   Args a{w, static_cast<int32_t>(N), static_cast<int32_t>(K), 0, S, in, out};
   const dim3 grid(static_cast<unsigned>(N / 2 / (kWarps / S)));
+  const int64_t spans = (K / S + kSpan - 1) / kSpan;  // per slice
   for (int64_t r0 = 0; r0 < M; r0 += kMaxRows) {
     a.M = static_cast<int32_t>(std::min<int64_t>(kMaxRows, M - r0));
     a.in = gemv_input_from(in, r0, K);
     a.out = gemv_output_from(out, r0, N);
-    if (a.M == 1) {
+    if (a.M == 1 && spans > kGroup) {
+      launch<1, kWideGroup>(a, grid, stream);  // one round of loads where a single row leaves registers
+    } else if (a.M == 1) {
       launch<1>(a, grid, stream);
     } else if (a.M == 2) {
       launch<2>(a, grid, stream);

@@ -85,20 +85,36 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                   q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), nullptr);
+                   q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), /*arrivals=*/nullptr, nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
+  // The merge done by each (item, kv head)'s last split block: the merge
+  // kernel's bits, and the counters back at zero.
+  DeviceArray<int32_t> arrivals(std::vector<int32_t>(decode_attention_arrivals(n_items, c.n_kv_heads), 0));
+  {
+    DeviceArray<bf16> fused(gout.size());
+    fused.poison();
+    ws.poison();
+    decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, fused.get(), q_dim,
+                     c.n_heads, scale, nullptr, ws.get(), arrivals.get(), nullptr);
+    const std::vector<float> got_fused = lagserve::testing::to_float(fused.download());
+    EXPECT_EQ(std::memcmp(got_fused.data(), got.data(), got.size() * sizeof(float)), 0)
+        << "the fused merge differs from the merge kernel";
+    for (int32_t a : arrivals.download()) ASSERT_EQ(a, 0) << "an arrival counter left set";
+  }
+
   // Launches that overlap (programmatic dependent launch, on a stream of its
-  // own): queries A, B, A, B back to back through one workspace give each
-  // the bits of its launch alone. A partial kernel that wrote the workspace
-  // before its pdl_wait would hand the merge before it B's partials for A.
+  // own): queries A, B, A, B back to back through one workspace and one set
+  // of counters give each the bits of its launch alone. A partial kernel that
+  // wrote the workspace (or counted its arrival) before its pdl_wait would
+  // hand the merge before it B's partials for A.
   {
     std::vector<float> q2(q.size());
     for (float& x : q2) x = nd(rng);
     DeviceArray<float> gq2(q2);
     DeviceArray<bf16> gout2(gout.size());
     decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq2.get(), q_dim, gout2.get(),
-                     q_dim, c.n_heads, scale, nullptr, ws.get(), nullptr);
+                     q_dim, c.n_heads, scale, nullptr, ws.get(), nullptr, nullptr);
     const std::vector<float> got2 = lagserve::testing::to_float(gout2.download());
     cudaStream_t st = nullptr;
     LAGSERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -107,9 +123,10 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
     outs.poison();
     ws.poison();
     LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // st does not wait for the legacy stream
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < 4; ++r) {  // the fused merge but for launch 2
       decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, r % 2 ? gq2.get() : gq.get(),
-                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(), st);
+                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(),
+                       r == 2 ? nullptr : arrivals.get(), st);
     }
     LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
     const std::vector<float> all = lagserve::testing::to_float(outs.download());
@@ -262,7 +279,7 @@ TEST_P(DecodeAttentionMasked, MatchesCpuReference) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), nullptr);
+                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), /*arrivals=*/nullptr, nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
   for (int s = 0; s < n_seqs; ++s) {
