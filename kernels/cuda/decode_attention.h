@@ -30,7 +30,10 @@ struct DecodeItem {
   int32_t mask_len = 0;      // n_partitions * lag; 0: no mask for this item
   int32_t hide_end = 0;      // keys in [mask_begin, hide_end) may be hidden; <= mask_begin: none
   int32_t sel_offset = 0;    // the flags: selected + sel_offset, [n_kv_heads, mask_len]
-  int32_t pad = 0;
+  // Keys [0, cached_len) were in the cache before the step's first kernel:
+  // no kernel launched after them writes them, so the tensor-core kernel may
+  // start loading them before its pdl_wait (kernels/cuda/pdl.h). 0: none.
+  int32_t cached_len = 0;
 };
 static_assert(sizeof(DecodeItem) == 8 * sizeof(int32_t) && sizeof(DecodeItem) % 16 == 0,
               "DecodeItem is copied as int32 words");

@@ -120,7 +120,9 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
 
   // The items and block tables are uploaded before the step's first kernel
   // (no kernel writes them): read before pdl_wait, with this warp's first
-  // cache blocks. The queries and the keys wait: the kernel before wrote them.
+  // cache blocks, and so are the first tiles whose keys all lie below
+  // item.cached_len. The queries and newer keys wait: the kernels before may
+  // be writing them.
   const DecodeItem item = items[blockIdx.z];
   const int32_t kvh = blockIdx.y, split = blockIdx.x;
   const int32_t begin = split * split_len;
@@ -139,31 +141,6 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   int32_t first_blocks[kStages - 1];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) first_blocks[i] = i < my_tiles ? tile_block(i) : 0;
-  pdl_wait();
-
-  // Q as A fragments: rows g the bf16 part, rows g + 8 the remainder.
-  uint32_t qa[kKSteps][4];
-  {
-    const float* qrow = q + static_cast<int64_t>(item.row) * q_row_stride +
-                        (static_cast<int64_t>(kvh) * G + g) * D;
-#pragma unroll
-    for (int kk = 0; kk < kKSteps; ++kk) {
-      float x[4] = {0.f, 0.f, 0.f, 0.f};
-      if (g < G) {
-        const float2 a = __ldg(reinterpret_cast<const float2*>(qrow + kk * 16 + 2 * t));
-        const float2 b = __ldg(reinterpret_cast<const float2*>(qrow + kk * 16 + 8 + 2 * t));
-        x[0] = a.x * scale_log2, x[1] = a.y * scale_log2;
-        x[2] = b.x * scale_log2, x[3] = b.y * scale_log2;
-      }
-      float hi[4], lo[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) split_bf16(x[e], hi[e], lo[e]);
-      qa[kk][0] = pack_bf16(hi[0], hi[1]);
-      qa[kk][1] = pack_bf16(lo[0], lo[1]);
-      qa[kk][2] = pack_bf16(hi[2], hi[3]);
-      qa[kk][3] = pack_bf16(lo[2], lo[3]);
-    }
-  }
 
   // Keys past the split's end load as zeros: their scores are set to -inf,
   // and V must not hold the NaN an unused cache slot may contain (0 * NaN is
@@ -192,8 +169,47 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   for (int dt = 0; dt < kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
   float m = -INFINITY, l = 0.f;  // row g's running max (log2 units) and this lane's sum
 
+  // Tiles 0, 1, ... in order (one commit group each) while their keys are
+  // cached_len's, then the wait, then the rest of the first tiles.
+  int pre = 0;
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i, first_blocks[i]);
+  for (int i = 0; i < kStages - 1; ++i) {
+    const int32_t tile_end = begin + min(n, (warp + i * kWarps + 1) * kTileKeys);
+    if (pre == i && i < my_tiles && tile_end <= item.cached_len) {
+      issue(i, first_blocks[i]);
+      ++pre;
+    }
+  }
+  pdl_wait();
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i >= pre) issue(i, first_blocks[i]);
+  }
+
+  // Q as A fragments: rows g the bf16 part, rows g + 8 the remainder.
+  uint32_t qa[kKSteps][4];
+  {
+    const float* qrow = q + static_cast<int64_t>(item.row) * q_row_stride +
+                        (static_cast<int64_t>(kvh) * G + g) * D;
+#pragma unroll
+    for (int kk = 0; kk < kKSteps; ++kk) {
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+      if (g < G) {
+        const float2 a = __ldg(reinterpret_cast<const float2*>(qrow + kk * 16 + 2 * t));
+        const float2 b = __ldg(reinterpret_cast<const float2*>(qrow + kk * 16 + 8 + 2 * t));
+        x[0] = a.x * scale_log2, x[1] = a.y * scale_log2;
+        x[2] = b.x * scale_log2, x[3] = b.y * scale_log2;
+      }
+      float hi[4], lo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) split_bf16(x[e], hi[e], lo[e]);
+      qa[kk][0] = pack_bf16(hi[0], hi[1]);
+      qa[kk][1] = pack_bf16(lo[0], lo[1]);
+      qa[kk][2] = pack_bf16(hi[2], hi[3]);
+      qa[kk][3] = pack_bf16(lo[2], lo[3]);
+    }
+  }
+
   for (int32_t i = 0; i < my_tiles; ++i) {
     const int32_t next = i + kStages - 1;
     issue(next, next < my_tiles ? tile_block(next) : 0);

@@ -328,6 +328,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
             it.table_offset = lag ? p.lag_table : p.full_table;
             it.ctx_len = (lag ? s.lag_cache_len : s.cache_len) + 1 + i;
             it.row = p.row0 + i;
+            it.cached_len = lag ? s.lag_cache_len : s.cache_len;  // this step's rows write after it
             if (lag && p.n_due > 0 && p.hide_upto >= 0) {
               const int32_t L = s.policy->lag;
               it.mask_begin = p.region;

@@ -59,6 +59,7 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
     it.table_offset = static_cast<int32_t>(tables.size());
     it.ctx_len = c.ctx[i];
     it.row = n_items - 1 - i;  // rows need not follow items
+    it.cached_len = c.ctx[i] - 1;  // a decode step's: the newest key not yet written
     tables.insert(tables.end(), ids.begin() + next, ids.begin() + next + nb);
     next += nb;
     std::vector<float> k(static_cast<size_t>(c.ctx[i]) * kv_dim), v(k.size());
