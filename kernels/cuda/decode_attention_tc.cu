@@ -40,7 +40,8 @@ __device__ __forceinline__ void split_bf16(float x, float& hi, float& lo) {
 // the splits of its G query heads, in decode_merge's order and arithmetic
 // (the same bits), and sets its arrival counter back to zero for the next
 // launch. The split weights go through shared memory (sm, G * (n_splits + 1)
-// floats) and every split's row of the workspace is loaded independently.
+// floats) and every split's row of the workspace is loaded independently,
+// 16 bytes at a time.
 template <int D, int G>
 __device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item, int32_t n_heads,
                                               int32_t kvh, int32_t n_splits, int32_t max_splits,
@@ -84,16 +85,25 @@ __device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item,
     }
   }
   __syncthreads();
-  for (int e = tid; e < G * D; e += kThreads) {
-    const int hg = e / D, c = e % D;
+  // Four channels a thread (16-byte loads), each channel's sum in split order.
+  for (int e = tid; e < G * D / 4; e += kThreads) {
+    const int hg = e / (D / 4), c = e % (D / 4) * 4;
     const float* const f = f_s + hg * n_splits;
     const float* const acc = ws_acc + (base + static_cast<int64_t>(hg) * max_splits) * D + c;
-    float o = 0.f;
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
-    for (int32_t s = 0; s < n_splits; ++s) o = fmaf(f[s], __ldcg(acc + static_cast<int64_t>(s) * D), o);
+    for (int32_t s = 0; s < n_splits; ++s) {
+      const float4 a = __ldcg(reinterpret_cast<const float4*>(acc + static_cast<int64_t>(s) * D));
+      o.x = fmaf(f[s], a.x, o.x);
+      o.y = fmaf(f[s], a.y, o.y);
+      o.z = fmaf(f[s], a.z, o.z);
+      o.w = fmaf(f[s], a.w, o.w);
+    }
     const float l = l_s[hg];
-    out[static_cast<int64_t>(item.row) * out_row_stride + (static_cast<int64_t>(kvh) * G + hg) * D + c] =
-        __float2bfloat16(l > 0.f ? o / l : 0.f);
+    const float r[4] = {o.x, o.y, o.z, o.w};
+    bf16* const dst = out + static_cast<int64_t>(item.row) * out_row_stride + (static_cast<int64_t>(kvh) * G + hg) * D + c;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dst[i] = __float2bfloat16(l > 0.f ? r[i] / l : 0.f);
   }
 }
 
@@ -337,11 +347,12 @@ bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
             float* ws_ml, int32_t* arrivals, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
-  // The fused merge needs the split weights of G heads in shared memory.
-  if (plan.max_splits <= 1 ||
-      static_cast<size_t>(G) * (static_cast<size_t>(plan.max_splits) + 1) * sizeof(float) > smem) {
-    arrivals = nullptr;
-  }
+  // The fused merge: where one block's share is small (at most 64 16-byte
+  // loads a thread, so 4K keys of one sequence in splits of 128, but not 32
+  // sequences of 32K: their last blocks would each merge alone what the merge
+  // kernel spreads over G blocks). Its split weights fit in shared memory then.
+  static_assert(G * (64 * 4 * kThreads / (G * D) + 1) * sizeof(float) <= smem, "split weights");
+  if (plan.max_splits <= 1 || static_cast<int64_t>(plan.max_splits) * G * D > 64 * 4 * kThreads) arrivals = nullptr;
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {
     LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_partial_tc_kernel<D, G>,
