@@ -408,6 +408,10 @@ DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_i
   return plan;
 }
 
+bool decode_attention_fuses_merge(const PagedKvBf16& kv, int32_t n_heads, const DecodePlan& plan) {
+  return detail::decode_tc_fuses_merge(kv, n_heads / kv.n_kv_heads, plan);
+}
+
 int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int32_t n_heads,
                                    int32_t head_dim) {
   return static_cast<int64_t>(n_items) * n_heads * plan.max_splits * (head_dim + 2);

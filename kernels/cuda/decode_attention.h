@@ -77,6 +77,10 @@ void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const Decode
                       float scale, const uint8_t* selected, float* workspace, int32_t* arrivals,
                       cudaStream_t stream);
 
+// Whether decode_attention, given arrivals and no selected flags, merges the
+// splits in its partial kernel (the merge kernel runs otherwise).
+bool decode_attention_fuses_merge(const PagedKvBf16& kv, int32_t n_heads, const DecodePlan& plan);
+
 // The counters decode_attention's arrivals needs for n_items.
 inline int64_t decode_attention_arrivals(int32_t n_items, int32_t n_kv_heads) {
   return static_cast<int64_t>(n_items) * n_kv_heads;

@@ -25,6 +25,20 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileKeys = 16;  // one k16 step of P V; never straddles a cache block
 constexpr int kStages = 3;     // tiles in a warp's ring: two in flight while one is used
 
+// The fused merge: where the last block's share is at most kMaxFusedLoads
+// 16-byte loads a thread (one sequence of 4K keys in splits of 128, G = 6,
+// D = 128: 2 x 36 in the graph's 4.5K bucket; not 32 sequences of 32K,
+// whose last blocks would each merge alone what the merge kernel spreads
+// over G blocks). NOTE: the limit is a guess; LAGSERVE_CUDA_DECODE_MERGE=kernel
+// gives the other side of the comparison.
+constexpr int kMaxFusedLoads = 96;
+constexpr int kMaxFusedSplits = kMaxFusedLoads;  // at most one 4-channel unit a thread
+
+constexpr bool fuses_merge(int D, int G, const DecodePlan& plan) {
+  const int units_per_thread = (G * D / 4 + kThreads - 1) / kThreads;
+  return plan.max_splits > 1 && static_cast<int64_t>(plan.max_splits) * units_per_thread <= kMaxFusedLoads;
+}
+
 template <int D>
 constexpr size_t smem_bytes() {  // per warp: kStages x (K, V) x [kTileKeys, D]
   return static_cast<size_t>(kWarps) * kStages * 2 * kTileKeys * D * sizeof(bf16);
@@ -39,9 +53,9 @@ __device__ __forceinline__ void split_bf16(float x, float& hi, float& lo) {
 // The fused merge: the block of an (item, kv head) that arrives last merges
 // the splits of its G query heads, in decode_merge's order and arithmetic
 // (the same bits), and sets its arrival counter back to zero for the next
-// launch. The split weights go through shared memory (sm, G * (n_splits + 1)
-// floats) and every split's row of the workspace is loaded independently,
-// 16 bytes at a time.
+// launch. The splits' m and l and their weights go through shared memory
+// (sm, G * (2 * n_splits + 1) floats) and every split's row of the workspace
+// is loaded independently, 16 bytes at a time.
 template <int D, int G>
 __device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item, int32_t n_heads,
                                               int32_t kvh, int32_t n_splits, int32_t max_splits,
@@ -59,28 +73,30 @@ __device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item,
   if (!last) return;
   __threadfence();
   const int64_t base = (static_cast<int64_t>(blockIdx.z) * n_heads + static_cast<int64_t>(kvh) * G) * max_splits;
-  float* const f_s = sm;                     // [G][n_splits]: m, then the weights
-  float* const l_s = sm + G * n_splits;      // [G]
+  float* const f_s = sm;                        // [G][n_splits]: m, then the weights
+  float* const lsplit_s = sm + G * n_splits;    // [G][n_splits]: each split's l
+  float* const l_s = sm + 2 * G * n_splits;     // [G]
   for (int32_t e = tid; e < G * n_splits; e += kThreads) {
     const int32_t hg = e / n_splits, s = e % n_splits;
-    f_s[e] = __ldcg(ws_ml + (base + static_cast<int64_t>(hg) * max_splits + s) * 2);
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(ws_ml + (base + static_cast<int64_t>(hg) * max_splits + s) * 2));
+    f_s[e] = ml.x;
+    lsplit_s[e] = ml.y;
   }
   __syncthreads();
   for (int hg = warp; hg < G; hg += kWarps) {
     float* const f = f_s + hg * n_splits;
-    const float* const ml = ws_ml + (base + static_cast<int64_t>(hg) * max_splits) * 2;
+    const float* const ls = lsplit_s + hg * n_splits;
     float m = -INFINITY;
     for (int32_t s = lane; s < n_splits; s += 32) m = fmaxf(m, f[s]);
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     __syncwarp();
     for (int32_t s = lane; s < n_splits; s += 32) {
-      const float l_split = __ldcg(ml + s * 2 + 1);
-      f[s] = l_split > 0.f ? exp2f(f[s] - m) : 0.f;  // 0: every key of the split hidden
+      f[s] = ls[s] > 0.f ? exp2f(f[s] - m) : 0.f;  // 0: every key of the split hidden
     }
     __syncwarp();
     if (lane == 0) {  // decode_merge's order and roundings: splits ascending
       float l = 0.f;
-      for (int32_t s = 0; s < n_splits; ++s) l += __fmul_rn(__ldcg(ml + s * 2 + 1), f[s]);
+      for (int32_t s = 0; s < n_splits; ++s) l += __fmul_rn(ls[s], f[s]);
       l_s[hg] = l;
     }
   }
@@ -347,12 +363,10 @@ bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
             float* ws_ml, int32_t* arrivals, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
-  // The fused merge: where one block's share is small (at most 64 16-byte
-  // loads a thread, so 4K keys of one sequence in splits of 128, but not 32
-  // sequences of 32K: their last blocks would each merge alone what the merge
-  // kernel spreads over G blocks). Its split weights fit in shared memory then.
-  static_assert(G * (64 * 4 * kThreads / (G * D) + 1) * sizeof(float) <= smem, "split weights");
-  if (plan.max_splits <= 1 || static_cast<int64_t>(plan.max_splits) * G * D > 64 * 4 * kThreads) arrivals = nullptr;
+  // The fused merge where the last block's share is small; its weights fit
+  // in shared memory then.
+  static_assert(G * (2 * kMaxFusedSplits + 1) * sizeof(float) <= smem, "split weights");
+  if (!fuses_merge(D, G, plan)) arrivals = nullptr;
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {
     LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_partial_tc_kernel<D, G>,
@@ -400,6 +414,10 @@ bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
 bool decode_tc_supported(const PagedKvBf16& kv, int32_t group) {
   return (kv.head_dim == 64 || kv.head_dim == 128) && kv.block_size % kTileKeys == 0 &&
          group >= 1 && group <= 8;
+}
+
+bool decode_tc_fuses_merge(const PagedKvBf16& kv, int32_t group, const DecodePlan& plan) {
+  return decode_tc_supported(kv, group) && fuses_merge(kv.head_dim, group, plan);
 }
 
 bool decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,

@@ -16,6 +16,9 @@ namespace lagserve::kernels::cuda::detail {
 
 bool decode_tc_supported(const PagedKvBf16& kv, int32_t group);
 
+// Whether decode_partial_tc, given arrivals, merges the splits itself.
+bool decode_tc_fuses_merge(const PagedKvBf16& kv, int32_t group, const DecodePlan& plan);
+
 bool decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                        int32_t n_items, const DecodePlan& plan, const float* q,
                        int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,

@@ -27,6 +27,7 @@ struct Case {
   int n_heads, n_kv_heads, head_dim;
   std::vector<int> ctx;  // keys per sequence
   int sm_count;          // drives the split length
+  bool fused;            // the partial kernel merges the splits (given arrivals)
 };
 
 class DecodeAttention : public ::testing::TestWithParam<Case> {};
@@ -102,6 +103,7 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
     EXPECT_EQ(std::memcmp(got_fused.data(), got.data(), got.size() * sizeof(float)), 0)
         << "the fused merge differs from the merge kernel";
     for (int32_t a : arrivals.download()) ASSERT_EQ(a, 0) << "an arrival counter left set";
+    EXPECT_EQ(decode_attention_fuses_merge(kv, c.n_heads, plan), c.fused) << "max_splits " << plan.max_splits;
   }
 
   // Launches that overlap (programmatic dependent launch, on a stream of its
@@ -136,6 +138,7 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
       EXPECT_EQ(std::memcmp(all.data() + r * n_out, want.data(), n_out * sizeof(float)), 0)
           << "overlapped launch " << r;
     }
+    for (int32_t a : arrivals.download()) ASSERT_EQ(a, 0) << "an arrival counter left set by overlapped launches";
     LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
   }
 
@@ -155,14 +158,16 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DecodeAttention,
-    ::testing::Values(Case{9, 3, 64, {1, 17, 600, 3000}, 132},
-                      Case{12, 2, 128, {5000, 1, 64, 513}, 132},
-                      Case{12, 2, 128, {40000, 700}, 8},    // few SMs: long splits
-                      Case{8, 8, 128, {100, 2048}, 132},     // no GQA
-                      Case{8, 1, 64, {129, 4097}, 132},      // group of 8
-                      Case{4, 2, 128, {31, 32, 33}, 132},
-                      Case{4, 2, 16, {1, 300, 1500}, 132},   // the tiny test models
-                      Case{6, 2, 32, {77, 1025}, 132}));
+    // fused: a split plan of at most 96 16-byte loads a thread for the last
+    // block (decode_attention_tc.cu), tensor cores (head_dim 64 or 128).
+    ::testing::Values(Case{9, 3, 64, {1, 17, 600, 3000}, 132, true},       // 24 splits of 128
+                      Case{12, 2, 128, {5000, 1, 64, 513}, 132, true},     // 40 x 2 units a thread
+                      Case{12, 2, 128, {40000, 700}, 8, false},            // few SMs: 79 long splits
+                      Case{8, 8, 128, {100, 2048}, 132, true},             // no GQA
+                      Case{8, 1, 64, {129, 4097}, 132, true},              // group of 8
+                      Case{4, 2, 128, {31, 32, 33}, 132, false},           // one split
+                      Case{4, 2, 16, {1, 300, 1500}, 132, false},          // the tiny test models
+                      Case{6, 2, 32, {77, 1025}, 132, false}));
 
 // One sequence's chunk: rows i = 0 .. n_rows-1 see cache indices
 // [0, cache_len + 1 + i). n_partitions > 0: the mask region starts at
