@@ -32,7 +32,6 @@ constexpr int kStages = 3;     // tiles in a warp's ring: two in flight while on
 // over G blocks). NOTE: the limit is a guess; LAGSERVE_CUDA_DECODE_MERGE=kernel
 // gives the other side of the comparison.
 constexpr int kMaxFusedLoads = 96;
-constexpr int kMaxFusedSplits = kMaxFusedLoads;  // at most one 4-channel unit a thread
 
 constexpr bool fuses_merge(int D, int G, const DecodePlan& plan) {
   const int units_per_thread = (G * D / 4 + kThreads - 1) / kThreads;
@@ -365,7 +364,8 @@ bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
   // The fused merge where the last block's share is small; its weights fit
   // in shared memory then.
-  static_assert(G * (2 * kMaxFusedSplits + 1) * sizeof(float) <= smem, "split weights");
+  // At most kMaxFusedLoads splits (a thread has at least one 4-channel unit).
+  static_assert(G * (2 * kMaxFusedLoads + 1) * sizeof(float) <= smem, "split weights");
   if (!fuses_merge(D, G, plan)) arrivals = nullptr;
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {

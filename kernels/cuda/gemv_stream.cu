@@ -7,9 +7,10 @@
 // both weight rows, so each load instruction takes 512 contiguous bytes of a
 // row, and up to 8 spans per row (16 loads of 16 bytes a lane) are in flight
 // before the first is used; 12 for a single row whose slice is longer (the
-// FFN down projection), so that its weights come in one round of loads. The sum order of an output: per lane in span
-// order, the lanes by a butterfly, the slices in slice order. It depends on
-// N, K and the SM count only, never on the rows beside a row.
+// FFN down projection), so that its weights come in one round of loads. The
+// sum order of an output: per lane in span order, the lanes by a butterfly,
+// the slices in slice order. It depends on N, K and the SM count only, never
+// on the rows beside a row.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
