@@ -328,15 +328,14 @@ template <int D, int G>
 void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items, int32_t n_items,
             const DecodePlan& plan, const float* q, int64_t q_row_stride, bf16* out,
             int64_t out_row_stride, int32_t n_heads, float scale, const uint8_t* selected,
-            float* workspace, int32_t* arrivals, cudaStream_t stream) {
+            float* workspace, cudaStream_t stream) {
   const int64_t acc_floats = static_cast<int64_t>(n_items) * n_heads * plan.max_splits * D;
   float* ws_acc = workspace;
   float* ws_ml = workspace + acc_floats;
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
-  bool merged = false;
   if (selected == nullptr && detail::decode_tc_supported(kv, G)) {
-    merged = detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out, out_row_stride,
-                                       n_heads, scale * kLog2e, ws_acc, ws_ml, arrivals, stream);
+    detail::decode_partial_tc(kv, tables, items, n_items, plan, q, q_row_stride, out,
+                              out_row_stride, n_heads, scale * kLog2e, ws_acc, ws_ml, stream);
   } else if (selected == nullptr) {
     launch_pdl(decode_partial<D, G, false>, grid, dim3(kThreads), 0, stream, kv, tables, items,
                nullptr, q, q_row_stride, out, out_row_stride, n_heads, scale * kLog2e,
@@ -347,7 +346,7 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
                plan.split_len, plan.max_splits, ws_acc, ws_ml);
   }
   LAGSERVE_CUDA_CHECK_LAUNCH();
-  if (plan.max_splits > 1 && !merged) {
+  if (plan.max_splits > 1) {
     launch_pdl(decode_merge<D>, dim3(n_heads, n_items), dim3(merge_threads<D>()), 0, stream,
                items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc,
                ws_ml);
@@ -359,12 +358,11 @@ template <int D>
 void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan, const float* q,
                   int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                  float scale, const uint8_t* selected, float* workspace, int32_t* arrivals,
-                  cudaStream_t stream) {
+                  float scale, const uint8_t* selected, float* workspace, cudaStream_t stream) {
 #define LAGSERVE_DECODE_CASE(G)                                                               \
   case G:                                                                                     \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out, out_row_stride, \
-                        n_heads, scale, selected, workspace, arrivals, stream);
+                        n_heads, scale, selected, workspace, stream);
   switch (group) {
     LAGSERVE_DECODE_CASE(1)
     LAGSERVE_DECODE_CASE(2)
@@ -408,10 +406,6 @@ DecodePlan decode_attention_plan(int32_t max_ctx, int64_t total_ctx, int32_t n_i
   return plan;
 }
 
-bool decode_attention_fuses_merge(const PagedKvBf16& kv, int32_t n_heads, const DecodePlan& plan) {
-  return detail::decode_tc_fuses_merge(kv, n_heads / kv.n_kv_heads, plan);
-}
-
 int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int32_t n_heads,
                                    int32_t head_dim) {
   return static_cast<int64_t>(n_items) * n_heads * plan.max_splits * (head_dim + 2);
@@ -420,22 +414,22 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                      float scale, const uint8_t* selected, float* workspace, int32_t* arrivals,
+                      float scale, const uint8_t* selected, float* workspace,
                       cudaStream_t stream) {
   if (n_items == 0) return;
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 16) {
     launch_group<16>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, arrivals, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 32) {
     launch_group<32>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, arrivals, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 64) {
     launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, arrivals, stream);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 128) {
     launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale, selected, workspace, arrivals, stream);
+                      out_row_stride, n_heads, scale, selected, workspace, stream);
   } else {
     std::fprintf(stderr, "lagserve: decode_attention supports head_dim 16, 32, 64 and 128, got %d\n",
                  kv.head_dim);

@@ -1,9 +1,8 @@
 // Paged decode attention on the GPU: one new query token per sequence over
 // its whole cache, for a batch of sequences in one launch. GQA (the query
 // heads of a KV head share its loads) and split-K: long contexts are cut into
-// splits that run in parallel and are merged (log-sum-exp rescaling) by a
-// second kernel or by the last split block, so a few long sequences still
-// fill the GPU.
+// splits that run in parallel and are merged by a second kernel (log-sum-exp
+// rescaling), so a few long sequences still fill the GPU.
 #pragma once
 
 #include <cstdint>
@@ -67,23 +66,10 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,
 // group size 1..8.
-// arrivals: nullptr, or decode_attention_arrivals(...) int32 counters, zero
-// before the first call (every call leaves them zero). Given, the tensor-core
-// kernel's last split block of each (item, kv head) merges the splits itself,
-// one launch fewer than the merge kernel, with the same bits.
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                      float scale, const uint8_t* selected, float* workspace, int32_t* arrivals,
+                      float scale, const uint8_t* selected, float* workspace,
                       cudaStream_t stream);
-
-// Whether decode_attention, given arrivals and no selected flags, merges the
-// splits in its partial kernel (the merge kernel runs otherwise).
-bool decode_attention_fuses_merge(const PagedKvBf16& kv, int32_t n_heads, const DecodePlan& plan);
-
-// The counters decode_attention's arrivals needs for n_items.
-inline int64_t decode_attention_arrivals(int32_t n_items, int32_t n_kv_heads) {
-  return static_cast<int64_t>(n_items) * n_kv_heads;
-}
 
 }  // namespace lagserve::kernels::cuda

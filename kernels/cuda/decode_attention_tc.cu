@@ -25,19 +25,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kTileKeys = 16;  // one k16 step of P V; never straddles a cache block
 constexpr int kStages = 3;     // tiles in a warp's ring: two in flight while one is used
 
-// The fused merge: where the last block's share is at most kMaxFusedLoads
-// 16-byte loads a thread (one sequence of 4K keys in splits of 128, G = 6,
-// D = 128: 2 x 36 in the graph's 4.5K bucket; not 32 sequences of 32K,
-// whose last blocks would each merge alone what the merge kernel spreads
-// over G blocks). NOTE: the limit is a guess; LAGSERVE_CUDA_DECODE_MERGE=kernel
-// gives the other side of the comparison.
-constexpr int kMaxFusedLoads = 96;
-
-constexpr bool fuses_merge(int D, int G, const DecodePlan& plan) {
-  const int units_per_thread = (G * D / 4 + kThreads - 1) / kThreads;
-  return plan.max_splits > 1 && static_cast<int64_t>(plan.max_splits) * units_per_thread <= kMaxFusedLoads;
-}
-
 template <int D>
 constexpr size_t smem_bytes() {  // per warp: kStages x (K, V) x [kTileKeys, D]
   return static_cast<size_t>(kWarps) * kStages * 2 * kTileKeys * D * sizeof(bf16);
@@ -49,79 +36,6 @@ __device__ __forceinline__ void split_bf16(float x, float& hi, float& lo) {
   lo = x - hi;
 }
 
-// The fused merge: the block of an (item, kv head) that arrives last merges
-// the splits of its G query heads, in decode_merge's order and arithmetic
-// (the same bits), and sets its arrival counter back to zero for the next
-// launch. The splits' m and l and their weights go through shared memory
-// (sm, G * (2 * n_splits + 1) floats) and every split's row of the workspace
-// is loaded independently, 16 bytes at a time.
-template <int D, int G>
-__device__ __forceinline__ void merge_if_last(float* sm, const DecodeItem& item, int32_t n_heads,
-                                              int32_t kvh, int32_t n_splits, int32_t max_splits,
-                                              const float* ws_acc, const float* ws_ml,
-                                              int32_t* arrival, bf16* out, int64_t out_row_stride) {
-  __shared__ bool last;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  __threadfence();  // this block's split, visible before it counts as arrived
-  __syncthreads();
-  if (tid == 0) {
-    last = atomicAdd(arrival, 1) == n_splits - 1;
-    if (last) *arrival = 0;  // every split has arrived: nothing else touches it
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int64_t base = (static_cast<int64_t>(blockIdx.z) * n_heads + static_cast<int64_t>(kvh) * G) * max_splits;
-  float* const f_s = sm;                        // [G][n_splits]: m, then the weights
-  float* const lsplit_s = sm + G * n_splits;    // [G][n_splits]: each split's l
-  float* const l_s = sm + 2 * G * n_splits;     // [G]
-  for (int32_t e = tid; e < G * n_splits; e += kThreads) {
-    const int32_t hg = e / n_splits, s = e % n_splits;
-    const float2 ml = __ldcg(reinterpret_cast<const float2*>(ws_ml + (base + static_cast<int64_t>(hg) * max_splits + s) * 2));
-    f_s[e] = ml.x;
-    lsplit_s[e] = ml.y;
-  }
-  __syncthreads();
-  for (int hg = warp; hg < G; hg += kWarps) {
-    float* const f = f_s + hg * n_splits;
-    const float* const ls = lsplit_s + hg * n_splits;
-    float m = -INFINITY;
-    for (int32_t s = lane; s < n_splits; s += 32) m = fmaxf(m, f[s]);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    __syncwarp();
-    for (int32_t s = lane; s < n_splits; s += 32) {
-      f[s] = ls[s] > 0.f ? exp2f(f[s] - m) : 0.f;  // 0: every key of the split hidden
-    }
-    __syncwarp();
-    if (lane == 0) {  // decode_merge's order and roundings: splits ascending
-      float l = 0.f;
-      for (int32_t s = 0; s < n_splits; ++s) l += __fmul_rn(ls[s], f[s]);
-      l_s[hg] = l;
-    }
-  }
-  __syncthreads();
-  // Four channels a thread (16-byte loads), each channel's sum in split order.
-  for (int e = tid; e < G * D / 4; e += kThreads) {
-    const int hg = e / (D / 4), c = e % (D / 4) * 4;
-    const float* const f = f_s + hg * n_splits;
-    const float* const acc = ws_acc + (base + static_cast<int64_t>(hg) * max_splits) * D + c;
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int32_t s = 0; s < n_splits; ++s) {
-      const float4 a = __ldcg(reinterpret_cast<const float4*>(acc + static_cast<int64_t>(s) * D));
-      o.x = fmaf(f[s], a.x, o.x);
-      o.y = fmaf(f[s], a.y, o.y);
-      o.z = fmaf(f[s], a.z, o.z);
-      o.w = fmaf(f[s], a.w, o.w);
-    }
-    const float l = l_s[hg];
-    const float r[4] = {o.x, o.y, o.z, o.w};
-    bf16* const dst = out + static_cast<int64_t>(item.row) * out_row_stride + (static_cast<int64_t>(kvh) * G + hg) * D + c;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) dst[i] = __float2bfloat16(l > 0.f ? r[i] / l : 0.f);
-  }
-}
-
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads)
 decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
@@ -129,7 +43,7 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
                          int64_t q_row_stride, bf16* __restrict__ out, int64_t out_row_stride,
                          int32_t n_heads, float scale_log2, int32_t split_len,
                          int32_t max_splits, float* __restrict__ ws_acc,
-                         float* __restrict__ ws_ml, int32_t* __restrict__ arrivals) {
+                         float* __restrict__ ws_ml) {
   static_assert(G >= 1 && G <= 8, "query heads per kv head");
   pdl_release();
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
@@ -348,25 +262,15 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
       }
     }
   }
-  if (n_splits > 1 && arrivals != nullptr) {  // block-uniform
-    merge_if_last<D, G>(reinterpret_cast<float*>(smem_raw), item, n_heads, kvh, n_splits, max_splits,
-                        ws_acc, ws_ml, arrivals + static_cast<int64_t>(blockIdx.z) * n_kv + kvh, out,
-                        out_row_stride);
-  }
 }
 
 template <int D, int G>
-bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
             int32_t n_items, const DecodePlan& plan, const float* q, int64_t q_row_stride,
             bf16* out, int64_t out_row_stride, int32_t n_heads, float scale_log2, float* ws_acc,
-            float* ws_ml, int32_t* arrivals, cudaStream_t stream) {
+            float* ws_ml, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<D>();
   static_assert(smem >= (kWarps * G * D + 2 * kWarps * G) * sizeof(float), "merge area");
-  // The fused merge where the last block's share is small; its weights fit
-  // in shared memory then.
-  // At most kMaxFusedLoads splits (a thread has at least one 4-channel unit).
-  static_assert(G * (2 * kMaxFusedLoads + 1) * sizeof(float) <= smem, "split weights");
-  if (!fuses_merge(D, G, plan)) arrivals = nullptr;
   // Once per process (one device): more than 48 KiB of dynamic shared memory.
   static const bool configured = [] {
     LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_partial_tc_kernel<D, G>,
@@ -378,22 +282,21 @@ bool launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   const dim3 grid(plan.max_splits, kv.n_kv_heads, n_items);
   launch_pdl(decode_partial_tc_kernel<D, G>, grid, dim3(kThreads), smem, stream, kv, tables,
              items, q, q_row_stride, out, out_row_stride, n_heads, scale_log2, plan.split_len,
-             plan.max_splits, ws_acc, ws_ml, arrivals);
+             plan.max_splits, ws_acc, ws_ml);
   LAGSERVE_CUDA_CHECK_LAUNCH();
-  return arrivals != nullptr;
 }
 
 template <int D>
-bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
+void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan,
                   const float* q, int64_t q_row_stride, bf16* out, int64_t out_row_stride,
                   int32_t n_heads, float scale_log2, float* ws_acc, float* ws_ml,
-                  int32_t* arrivals, cudaStream_t stream) {
+                  cudaStream_t stream) {
   switch (group) {
 #define LAGSERVE_DECODE_TC_CASE(G)                                                           \
   case G:                                                                                    \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out,              \
-                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
+                        out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
     LAGSERVE_DECODE_TC_CASE(1)
     LAGSERVE_DECODE_TC_CASE(2)
     LAGSERVE_DECODE_TC_CASE(3)
@@ -406,7 +309,6 @@ bool launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
     default:
       break;
   }
-  return false;
 }
 
 }  // namespace
@@ -416,22 +318,18 @@ bool decode_tc_supported(const PagedKvBf16& kv, int32_t group) {
          group >= 1 && group <= 8;
 }
 
-bool decode_tc_fuses_merge(const PagedKvBf16& kv, int32_t group, const DecodePlan& plan) {
-  return decode_tc_supported(kv, group) && fuses_merge(kv.head_dim, group, plan);
-}
-
-bool decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
+void decode_partial_tc(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                        int32_t n_items, const DecodePlan& plan, const float* q,
                        int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                       float scale_log2, float* ws_acc, float* ws_ml, int32_t* arrivals,
-                       cudaStream_t stream) {
+                       float scale_log2, float* ws_acc, float* ws_ml, cudaStream_t stream) {
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 64) {
-    return launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                            out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
+    launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                     out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
+  } else {
+    launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
+                      out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, stream);
   }
-  return launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                           out_row_stride, n_heads, scale_log2, ws_acc, ws_ml, arrivals, stream);
 }
 
 }  // namespace lagserve::kernels::cuda::detail

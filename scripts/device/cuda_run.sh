@@ -60,16 +60,13 @@ if [ "$WHAT" != tests ]; then
   # The roofline is this GPU's measured copy bandwidth (4.25 TB/s on the H200 of GPU.md).
   HBM=$(sed -n 's/^hbm copy: \([0-9.]*\) TB\/s/\1/p' "$OUT/sdpa_anchor.txt")
   HBM_ARG="--hbm-tbs ${HBM:-4.25}"
-  # Batch 1: the default (streaming skinny GEMMs, fused decode merge), the tensor-core GEMMs,
-  # cuBLAS, the merge kernel, no graphs.
+  # Batch 1: the default (streaming skinny GEMMs), the tensor-core ones, cuBLAS, no graphs.
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 --steps 256 --policy off \
     2>&1 | tee "$OUT/bench_decode_b1_4k.txt"
   for g in mma 0; do
     LAGSERVE_CUDA_GEMV=$g "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
       --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_gemv_$g.txt"
   done
-  LAGSERVE_CUDA_DECODE_MERGE=kernel "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
-    --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_merge_kernel.txt"
   LAGSERVE_CUDA_GRAPHS=0 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 1 --context 4096 \
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \

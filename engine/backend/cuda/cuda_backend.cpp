@@ -37,13 +37,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
   prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
   const char* env = std::getenv("LAGSERVE_CUDA_GRAPHS");
   use_graphs_ = opt_.cuda_graphs && !(env != nullptr && std::string(env) == "0");
-  if (const char* menv = std::getenv("LAGSERVE_CUDA_DECODE_MERGE"); menv != nullptr && *menv != '\0') {
-    const std::string merge = menv;
-    if (merge != "fused" && merge != "kernel") {
-      return absl::InvalidArgumentError("LAGSERVE_CUDA_DECODE_MERGE is fused or kernel, not '" + merge + "'");
-    }
-    fused_merge_ = merge == "fused";
-  }
   {
     const char* genv = std::getenv("LAGSERVE_CUDA_GEMV");
     const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff;
@@ -362,11 +355,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
                                           cfg_.n_kv_heads, sm_count_);
     }
     grew |= decode_ws_.reserve(kc::decode_attention_workspace(a.dplan, n_decode, cfg_.n_heads, cfg_.head_dim));
-    const int64_t arrivals = kc::decode_attention_arrivals(n_decode, cfg_.n_kv_heads);
-    if (decode_arrivals_.reserve(arrivals)) {
-      grew = true;
-      LAGSERVE_CUDA_CHECK(cudaMemsetAsync(decode_arrivals_.get(), 0, arrivals * sizeof(int32_t), st));
-    }
   }
   // Every buffer a launch uses is sized before the first launch: a buffer
   // that grew mid-step would be freed under kernels still queued.

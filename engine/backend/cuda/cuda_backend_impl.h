@@ -122,11 +122,6 @@ class CudaBackend final : public Backend {
   DeviceArray<float> x_, qkv_, gate_up_, logits_, decode_ws_, scores_;
   DeviceArray<bf16> h_, attn_, act_, compact_scratch_;
   DeviceArray<int32_t> meta_;
-  // decode_attention's arrival counters (zero between launches): its last
-  // split block merges the splits, unless LAGSERVE_CUDA_DECODE_MERGE=kernel
-  // asks for the separate merge kernel.
-  DeviceArray<int32_t> decode_arrivals_;
-  bool fused_merge_ = true;
   DeviceArray<uint8_t> selected_;
   cuda::PinnedArray<int32_t> meta_host_;
   cuda::PinnedArray<float> logits_host_;

@@ -105,7 +105,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
           dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
       kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
                            q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
-                           decode_ws_.get(), fused_merge_ ? decode_arrivals_.get() : nullptr, st);
+                           decode_ws_.get(), st);
     }
     // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
     for (int32_t si = 0; si < n_seqs; ++si) {

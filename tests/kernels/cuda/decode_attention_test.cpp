@@ -27,7 +27,6 @@ struct Case {
   int n_heads, n_kv_heads, head_dim;
   std::vector<int> ctx;  // keys per sequence
   int sm_count;          // drives the split length
-  bool fused;            // the partial kernel merges the splits (given arrivals)
 };
 
 class DecodeAttention : public ::testing::TestWithParam<Case> {};
@@ -87,37 +86,20 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                   q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), /*arrivals=*/nullptr, nullptr);
+                   q_dim, c.n_heads, scale, /*selected=*/nullptr, ws.get(), nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
-  // The merge done by each (item, kv head)'s last split block: the merge
-  // kernel's bits, and the counters back at zero.
-  DeviceArray<int32_t> arrivals(std::vector<int32_t>(decode_attention_arrivals(n_items, c.n_kv_heads), 0));
-  {
-    DeviceArray<bf16> fused(gout.size());
-    fused.poison();
-    ws.poison();
-    decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, fused.get(), q_dim,
-                     c.n_heads, scale, nullptr, ws.get(), arrivals.get(), nullptr);
-    const std::vector<float> got_fused = lagserve::testing::to_float(fused.download());
-    EXPECT_EQ(std::memcmp(got_fused.data(), got.data(), got.size() * sizeof(float)), 0)
-        << "the fused merge differs from the merge kernel";
-    for (int32_t a : arrivals.download()) ASSERT_EQ(a, 0) << "an arrival counter left set";
-    EXPECT_EQ(decode_attention_fuses_merge(kv, c.n_heads, plan), c.fused) << "max_splits " << plan.max_splits;
-  }
-
   // Launches that overlap (programmatic dependent launch, on a stream of its
-  // own): queries A, B, A, B back to back through one workspace and one set
-  // of counters give each the bits of its launch alone. A partial kernel that
-  // wrote the workspace (or counted its arrival) before its pdl_wait would
-  // hand the merge before it B's partials for A.
+  // own): queries A, B, A, B back to back through one workspace give each
+  // the bits of its launch alone. A partial kernel that wrote the workspace
+  // before its pdl_wait would hand the merge before it B's partials for A.
   {
     std::vector<float> q2(q.size());
     for (float& x : q2) x = nd(rng);
     DeviceArray<float> gq2(q2);
     DeviceArray<bf16> gout2(gout.size());
     decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq2.get(), q_dim, gout2.get(),
-                     q_dim, c.n_heads, scale, nullptr, ws.get(), nullptr, nullptr);
+                     q_dim, c.n_heads, scale, nullptr, ws.get(), nullptr);
     const std::vector<float> got2 = lagserve::testing::to_float(gout2.download());
     cudaStream_t st = nullptr;
     LAGSERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -126,10 +108,9 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
     outs.poison();
     ws.poison();
     LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // st does not wait for the legacy stream
-    for (int r = 0; r < 4; ++r) {  // the fused merge but for launch 2
+    for (int r = 0; r < 4; ++r) {
       decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, r % 2 ? gq2.get() : gq.get(),
-                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(),
-                       r == 2 ? nullptr : arrivals.get(), st);
+                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(), st);
     }
     LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
     const std::vector<float> all = lagserve::testing::to_float(outs.download());
@@ -138,7 +119,6 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
       EXPECT_EQ(std::memcmp(all.data() + r * n_out, want.data(), n_out * sizeof(float)), 0)
           << "overlapped launch " << r;
     }
-    for (int32_t a : arrivals.download()) ASSERT_EQ(a, 0) << "an arrival counter left set by overlapped launches";
     LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
   }
 
@@ -158,16 +138,14 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DecodeAttention,
-    // fused: a split plan of at most 96 16-byte loads a thread for the last
-    // block (decode_attention_tc.cu), tensor cores (head_dim 64 or 128).
-    ::testing::Values(Case{9, 3, 64, {1, 17, 600, 3000}, 132, true},       // 24 splits of 128
-                      Case{12, 2, 128, {5000, 1, 64, 513}, 132, true},     // 40 x 2 units a thread
-                      Case{12, 2, 128, {40000, 700}, 8, false},            // few SMs: 79 long splits
-                      Case{8, 8, 128, {100, 2048}, 132, true},             // no GQA
-                      Case{8, 1, 64, {129, 4097}, 132, true},              // group of 8
-                      Case{4, 2, 128, {31, 32, 33}, 132, false},           // one split
-                      Case{4, 2, 16, {1, 300, 1500}, 132, false},          // the tiny test models
-                      Case{6, 2, 32, {77, 1025}, 132, false}));
+    ::testing::Values(Case{9, 3, 64, {1, 17, 600, 3000}, 132},
+                      Case{12, 2, 128, {5000, 1, 64, 513}, 132},
+                      Case{12, 2, 128, {40000, 700}, 8},    // few SMs: long splits
+                      Case{8, 8, 128, {100, 2048}, 132},     // no GQA
+                      Case{8, 1, 64, {129, 4097}, 132},      // group of 8
+                      Case{4, 2, 128, {31, 32, 33}, 132},
+                      Case{4, 2, 16, {1, 300, 1500}, 132},   // the tiny test models
+                      Case{6, 2, 32, {77, 1025}, 132}));
 
 // One sequence's chunk: rows i = 0 .. n_rows-1 see cache indices
 // [0, cache_len + 1 + i). n_partitions > 0: the mask region starts at
@@ -285,7 +263,7 @@ TEST_P(DecodeAttentionMasked, MatchesCpuReference) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PagedKvBf16 kv{gk.get(), gv.get(), c.n_kv_heads, bs, d};
   decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, gq.get(), q_dim, gout.get(),
-                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), /*arrivals=*/nullptr, nullptr);
+                   q_dim, c.n_heads, scale, gselected.get(), ws.get(), nullptr);
   const std::vector<float> got = lagserve::testing::to_float(gout.download());
 
   for (int s = 0; s < n_seqs; ++s) {
