@@ -76,7 +76,9 @@ decode_partial_tc_kernel(PagedKvBf16 kv, const int32_t* __restrict__ tables,
   const int32_t bs = kv.block_size, n_kv = kv.n_kv_heads;
   const int32_t my_tiles = n_tiles > warp ? (n_tiles - warp + kWarps - 1) / kWarps : 0;
   // This warp's i-th tile is the split's tile warp + i * kWarps; its cache block.
-  auto tile_block = [&](int32_t i) { return __ldg(table + (begin + (warp + i * kWarps) * kTileKeys) / bs); };
+  auto tile_block = [&](int32_t i) {
+    return __ldg(table + (begin + (warp + i * kWarps) * kTileKeys) / bs);
+  };
   int32_t first_blocks[kStages - 1];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) first_blocks[i] = i < my_tiles ? tile_block(i) : 0;

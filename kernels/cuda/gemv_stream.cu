@@ -241,7 +241,8 @@ void gemv_stream_bf16(const bf16* w, int64_t N, int64_t K, const GemvInput& in, 
     a.in = gemv_input_from(in, r0, K);
     a.out = gemv_output_from(out, r0, N);
     if (a.M == 1 && spans > kGroup) {
-      launch<1, kWideGroup>(a, grid, stream);  // one round of loads where a single row leaves registers
+      // One round of loads, where a single row leaves the registers for it.
+      launch<1, kWideGroup>(a, grid, stream);
     } else if (a.M == 1) {
       launch<1>(a, grid, stream);
     } else if (a.M == 2) {

@@ -146,7 +146,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 2, 128, {31, 32, 33}, 132},
                       Case{4, 2, 16, {1, 300, 1500}, 132},   // the tiny test models
                       Case{6, 2, 32, {77, 1025}, 132},
-                      Case{4, 2, 16, {30000, 3}, 240}));  // splits of 128: 235 to merge, more than a merge block's 128 threads
+                      // splits of 128: 235 to merge, more than a merge block's 128 threads
+                      Case{4, 2, 16, {30000, 3}, 240}));
 
 // One sequence's chunk: rows i = 0 .. n_rows-1 see cache indices
 // [0, cache_len + 1 + i). n_partitions > 0: the mask region starts at
