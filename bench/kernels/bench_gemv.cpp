@@ -3,7 +3,10 @@
 // (gemv_bf16; for the normalised inputs both with fp32 rows normalised on the
 // fly and, as "mma bf16", with bf16 rows normalised before, the RMSNorm's
 // time not counted) and cuBLAS (the GEMM alone, bf16 rows in, none of the
-// fused ops), on the layer shapes of a model (default: Qwen2.5-1.5B). Each product cycles
+// fused ops), on the layer shapes of a model (default: Qwen2.5-1.5B). The
+// last column times each of cuBLASLt's heuristic candidates for the same
+// GEMM (up to --lt-algos) and gives the fastest, with its rank in cuBLASLt's
+// order (0: the one cublasGemmEx takes, as a rule). Each product cycles
 // through copies of its weights that together exceed the L2 cache, launches
 // back to back on one stream as in a decode step; the figure is the mean
 // time of a launch and the weight bytes it reads per second.
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
   std::string rows_arg = "1,2,4,8,16,32";
   int iters = 200;
   double flush_mb = 256;
+  int lt_algos = 16;
   app.add_option("--d-model", d)->capture_default_str();
   app.add_option("--d-ff", ff)->capture_default_str();
   app.add_option("--heads", heads)->capture_default_str();
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters)->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--flush-mb", flush_mb, "weight copies per product add up to at least this")
       ->capture_default_str();
+  app.add_option("--lt-algos", lt_algos, "cuBLASLt candidates to time (0: none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   std::vector<int> rows;
   {
@@ -148,12 +154,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_gemv: cuBLAS did not start\n");
     return 1;
   }
+  cublasLtHandle_t lt = nullptr;
+  if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "bench_gemv: cuBLASLt did not start\n");
+    return 1;
+  }
+  const size_t lt_ws_bytes = 32u << 20;
+  void* lt_ws = device_alloc<uint8_t>(lt_ws_bytes);
   cudaEvent_t start, stop;
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&start));
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&stop));
 
   std::printf("%-15s %4s  %20s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
               "mma bf16 us (GB/s)", "cublas us (GB/s)");
+  std::printf("    (then: cublasLt fastest candidate us (GB/s) [rank/candidates])\n");
   for (const Product& p : products) {
     const double bytes = static_cast<double>(p.N) * p.K * sizeof(bf16);
     const int copies = std::max(2, static_cast<int>(flush_mb * 1e6 / bytes) + 1);
@@ -214,8 +228,46 @@ int main(int argc, char** argv) {
         std::snprintf(buf, sizeof(buf), "%8.2f (%6.0f)", us, bytes / (us * 1e-6) / 1e9);
         return std::string(buf);
       };
-      std::printf("%-15s %4d  %20s  %20s  %20s  %20s\n", p.name.c_str(), m, cell(t_stream).c_str(),
-                  cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str());
+      // cuBLASLt: y^T [N, m] = w [N, K] x^T, column-major as in gemm_bf16_nt.
+      double t_lt = -1;
+      int lt_best = -1, lt_n = 0;
+      if (lt_algos > 0) {
+        cublasLtMatmulDesc_t op = nullptr;
+        cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+        cublasLtMatmulPreference_t pref = nullptr;
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        bool ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ==
+                      CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) ==
+                      CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.K, p.N, p.K) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.K, m, p.K) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, p.N, m, p.N) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                       &lt_ws_bytes, sizeof(lt_ws_bytes)) == CUBLAS_STATUS_SUCCESS;
+        std::vector<cublasLtMatmulHeuristicResult_t> cand(lt_algos);
+        if (ok && cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, lt_algos, cand.data(), &lt_n) ==
+                      CUBLAS_STATUS_SUCCESS) {
+          const float alpha = 1.f, beta = 0.f;
+          for (int i = 0; i < lt_n; ++i) {
+            const double t = time([&](const bf16* wc) {
+              cublasLtMatmul(lt, op, &alpha, wc, la, x, lb, &beta, y, lc, y, lc, &cand[i].algo, lt_ws,
+                             lt_ws_bytes, st);
+            });
+            if (t_lt < 0 || t < t_lt) t_lt = t, lt_best = i;
+          }
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(lc);
+        cublasLtMatmulDescDestroy(op);
+      }
+      std::printf("%-15s %4d  %20s  %20s  %20s  %20s  %20s [%d/%d]\n", p.name.c_str(), m, cell(t_stream).c_str(),
+                  cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str(), cell(t_lt).c_str(),
+                  lt_best, lt_n);
     }
     for (bf16* c : w) LAGSERVE_CUDA_CHECK(cudaFree(c));
     LAGSERVE_CUDA_CHECK(cudaFree(ws));
@@ -233,6 +285,8 @@ int main(int argc, char** argv) {
     LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     std::printf("%-15s %4d  %8.2f us\n", "rmsnorm", m, 1e3 * ms / iters);
   }
+  cublasLtDestroy(lt);
+  LAGSERVE_CUDA_CHECK(cudaFree(lt_ws));
   cublasDestroy(blas);
   LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
   return 0;

@@ -53,11 +53,8 @@ absl::Status CudaBackend::init(const model::Model& model) {
       gemv_ = GemvKind::kStream;
     } else if (forced == "1" || forced == "mma") {
       gemv_ = GemvKind::kMma;
-    } else if (forced == "mma-bf16") {
-      gemv_ = GemvKind::kMmaBf16;
     } else if (!forced.empty()) {
-      return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMV is 0, stream, mma (or 1) or mma-bf16, not '" +
-                                        forced + "'");
+      return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMV is 0, stream, mma or 1 (mma), not '" + forced + "'");
     } else {
       gemv_ = opt_.max_seqs <= kGemvStreamMaxSeqs ? GemvKind::kStream
               : opt_.max_seqs <= kGemvMaxSeqs     ? GemvKind::kMma
@@ -68,7 +65,7 @@ absl::Status CudaBackend::init(const model::Model& model) {
                                                  : kc::gemv_supports(n, k, e, cfg_.head_dim);
       if (!ok) gemv_ = GemvKind::kOff;
     }
-    if (gemv_ == GemvKind::kMma || gemv_ == GemvKind::kMmaBf16) {
+    if (gemv_ == GemvKind::kMma) {
       int64_t ws = 1, counters = 1;
       for (const auto& [n, k, e] : shapes) {
         ws = std::max(ws, kc::gemv_workspace_floats(n, k, sm_count_));

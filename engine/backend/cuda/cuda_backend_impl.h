@@ -78,7 +78,7 @@ constexpr int32_t kGemvStreamMaxSeqs = 1;
 constexpr int32_t kGemvMaxSeqs = 8;
 
 // Which kernel takes the one-token rows' products.
-enum class GemvKind { kOff, kStream, kMma, kMmaBf16 };
+enum class GemvKind { kOff, kStream, kMma };
 
 class CudaBackend final : public Backend {
  public:

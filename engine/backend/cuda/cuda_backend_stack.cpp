@@ -42,19 +42,11 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st);
     }
   };
-  // The skinny GEMMs' normalised input: fp32 rows normalised on the fly, or
-  // (kMmaBf16) normalised once into bf16 rows of h_ first.
-  auto normed = [&](const float* weight, const int32_t* rows = nullptr) {
+  auto normed = [&](const float* weight) {
     kc::GemvInput in;
-    if (gemv_ == GemvKind::kMmaBf16) {
-      kc::rmsnorm(x_.get(), rows, weight, h_.get(), G, d, cfg_.rms_eps, st);
-      in.x = h_.get();
-      return in;
-    }
     in.x_norm = x_.get();
     in.norm_weight = weight;
     in.eps = cfg_.rms_eps;
-    in.rows = rows;
     return in;
   };
   auto add_to_x = [&] {
@@ -173,7 +165,8 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
   }
   if (G > 0) {
-    const kc::GemvInput in = normed(out_norm_.get(), dmeta + a.o_head);
+    kc::GemvInput in = normed(out_norm_.get());
+    in.rows = dmeta + a.o_head;
     kc::GemvOutput out;
     out.y = logits_.get();
     out.y_ld = cfg_.vocab_size;
