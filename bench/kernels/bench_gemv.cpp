@@ -1,11 +1,17 @@
 // The skinny GEMMs of a decode step, one product at a time, at a few rows:
-// the streaming kernel (gemv_stream_bf16), the tensor-core one (gemv_bf16)
-// and cuBLAS (the GEMM alone, bf16 rows in, none of the fused ops), on the
-// layer shapes of a model (default: Qwen2.5-1.5B). Each product cycles
+// the streaming kernel (gemv_stream_bf16, up to 8 rows), the tensor-core one
+// (gemv_bf16; for the normalised inputs both with fp32 rows normalised on the
+// fly and, as "mma bf16", with bf16 rows normalised before, the RMSNorm's
+// time not counted) and cuBLAS (the GEMM alone, bf16 rows in, none of the
+// fused ops), on the layer shapes of a model (default: Qwen2.5-1.5B). The
+// last column times each of cuBLASLt's heuristic candidates for the same
+// GEMM (up to --lt-algos) and gives the fastest, with its rank in cuBLASLt's
+// order (0: the one cublasGemmEx takes, as a rule). Each product cycles
 // through copies of its weights that together exceed the L2 cache, launches
 // back to back on one stream as in a decode step; the figure is the mean
 // time of a launch and the weight bytes it reads per second.
-//   build/bench/bench_gemv --rows 1,2,4,8
+// The RMSNorm of the rows alone is timed too, on d_model.
+//   build/bench/bench_gemv --rows 1,2,4,8,16,32
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,6 +22,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -23,6 +30,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
+#include "kernels/cuda/rmsnorm.h"
 
 namespace {
 
@@ -57,6 +65,9 @@ std::vector<float> random_f32(size_t n, std::mt19937& rng, float lo, float hi) {
   return v;
 }
 
+constexpr int kMaxRows = 32;
+constexpr int kStreamMaxRows = 8;
+
 struct Product {
   std::string name;
   int64_t N, K;
@@ -69,27 +80,29 @@ struct Product {
 int main(int argc, char** argv) {
   CLI::App app{"skinny GEMMs of a decode step: streaming kernel, tensor-core kernel, cuBLAS"};
   int64_t d = 1536, ff = 8960, heads = 12, kv_heads = 2, head_dim = 128, vocab = 151936;
-  std::string rows_arg = "1,2,4,8";
+  std::string rows_arg = "1,2,4,8,16,32";
   int iters = 200;
   double flush_mb = 256;
+  int lt_algos = 16;
   app.add_option("--d-model", d)->capture_default_str();
   app.add_option("--d-ff", ff)->capture_default_str();
   app.add_option("--heads", heads)->capture_default_str();
   app.add_option("--kv-heads", kv_heads)->capture_default_str();
   app.add_option("--head-dim", head_dim)->capture_default_str();
   app.add_option("--vocab", vocab)->capture_default_str();
-  app.add_option("--rows", rows_arg, "comma-separated row counts (1 to 8)")->capture_default_str();
+  app.add_option("--rows", rows_arg, "comma-separated row counts (1 to 32)")->capture_default_str();
   app.add_option("--iters", iters)->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--flush-mb", flush_mb, "weight copies per product add up to at least this")
       ->capture_default_str();
+  app.add_option("--lt-algos", lt_algos, "cuBLASLt candidates to time (0: none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   std::vector<int> rows;
   {
     std::stringstream ss(rows_arg);
     for (std::string item; std::getline(ss, item, ',');) {
       const int r = std::stoi(item);
-      if (r < 1 || r > 8) {
-        std::fprintf(stderr, "bench_gemv: --rows takes counts from 1 to 8, not %d\n", r);
+      if (r < 1 || r > kMaxRows) {
+        std::fprintf(stderr, "bench_gemv: --rows takes counts from 1 to %d, not %d\n", kMaxRows, r);
         return 2;
       }
       rows.push_back(r);
@@ -115,18 +128,23 @@ int main(int argc, char** argv) {
                               {"head", vocab, d, E::kStore, true}};
   std::mt19937 rng(1);
   const int64_t max_k = std::max({d, q_dim, ff}), max_n = std::max({qkv, 2 * ff, vocab});
-  float* x_norm = device_copy(random_f32(8 * max_k, rng, -1.f, 1.f));
+  float* x_norm = device_copy(random_f32(kMaxRows * max_k, rng, -1.f, 1.f));
   float* norm_w = device_copy(random_f32(max_k, rng, 0.5f, 1.5f));
-  bf16* x = device_copy(random_bf16(8 * max_k, rng, 1.f));
-  float* y = device_alloc<float>(8 * max_n);
-  bf16* act = device_alloc<bf16>(8 * max_n);
+  bf16* x = device_copy(random_bf16(kMaxRows * max_k, rng, 1.f));
+  float* y = device_alloc<float>(kMaxRows * max_n);
+  bf16* act = device_alloc<bf16>(kMaxRows * max_n);
   float* bias = device_copy(random_f32(qkv, rng, -0.1f, 0.1f));
   std::vector<float> freq(head_dim / 2);
   for (int64_t i = 0; i < head_dim / 2; ++i) freq[i] = std::pow(1e6f, -2.0f * i / head_dim);
   float* inv_freq = device_copy(freq);
-  int32_t* positions = device_copy(std::vector<int32_t>{4096, 4097, 4098, 4099, 4100, 4101, 4102, 4103});
-  int32_t* slots = device_copy(std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7});
-  const int32_t block = 16;
+  std::vector<int32_t> pos(kMaxRows), slot(kMaxRows);
+  for (int i = 0; i < kMaxRows; ++i) {
+    pos[i] = 4096 + i;
+    slot[i] = i;
+  }
+  int32_t* positions = device_copy(pos);
+  int32_t* slots = device_copy(slot);
+  const int32_t block = kMaxRows;
   bf16* kcache = device_alloc<bf16>(kv_heads * block * head_dim);
   bf16* vcache = device_alloc<bf16>(kv_heads * block * head_dim);
   cudaStream_t st = nullptr;
@@ -136,12 +154,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_gemv: cuBLAS did not start\n");
     return 1;
   }
+  cublasLtHandle_t lt = nullptr;
+  if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "bench_gemv: cuBLASLt did not start\n");
+    return 1;
+  }
+  const size_t lt_ws_bytes = 32u << 20;
+  void* lt_ws = device_alloc<uint8_t>(lt_ws_bytes);
   cudaEvent_t start, stop;
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&start));
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&stop));
 
-  std::printf("%-15s %4s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
-              "cublas us (GB/s)");
+  std::printf("%-15s %4s  %20s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
+              "mma bf16 us (GB/s)", "cublas us (GB/s)");
+  std::printf("    (then: cublasLt fastest candidate us (GB/s) [rank/candidates])\n");
   for (const Product& p : products) {
     const double bytes = static_cast<double>(p.N) * p.K * sizeof(bf16);
     const int copies = std::max(2, static_cast<int>(flush_mb * 1e6 / bytes) + 1);
@@ -187,21 +213,80 @@ int main(int argc, char** argv) {
         LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
         return 1e3 * ms / iters;
       };
-      const double t_stream = time([&](const bf16* wc) { kc::gemv_stream_bf16(wc, p.N, p.K, in, out, m, sms, st); });
+      const double t_stream =
+          m > kStreamMaxRows ? -1
+                             : time([&](const bf16* wc) { kc::gemv_stream_bf16(wc, p.N, p.K, in, out, m, sms, st); });
       const double t_mma = time([&](const bf16* wc) { kc::gemv_bf16(wc, p.N, p.K, in, out, m, scratch, sms, st); });
+      kc::GemvInput bf16_in;
+      bf16_in.x = x;
+      const double t_mma_bf16 =
+          p.norm ? time([&](const bf16* wc) { kc::gemv_bf16(wc, p.N, p.K, bf16_in, out, m, scratch, sms, st); }) : -1;
       const double t_blas = time([&](const bf16* wc) { kc::gemm_bf16_nt(blas, x, wc, y, m, p.N, p.K, false); });
       auto cell = [&](double us) {
         char buf[32];
+        if (us < 0) return std::string("-");
         std::snprintf(buf, sizeof(buf), "%8.2f (%6.0f)", us, bytes / (us * 1e-6) / 1e9);
         return std::string(buf);
       };
-      std::printf("%-15s %4d  %20s  %20s  %20s\n", p.name.c_str(), m, cell(t_stream).c_str(),
-                  cell(t_mma).c_str(), cell(t_blas).c_str());
+      // cuBLASLt: y^T [N, m] = w [N, K] x^T, column-major as in gemm_bf16_nt.
+      double t_lt = -1;
+      int lt_best = -1, lt_n = 0;
+      if (lt_algos > 0) {
+        cublasLtMatmulDesc_t op = nullptr;
+        cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+        cublasLtMatmulPreference_t pref = nullptr;
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        bool ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ==
+                      CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) ==
+                      CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.K, p.N, p.K) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.K, m, p.K) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, p.N, m, p.N) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+                  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                       &lt_ws_bytes, sizeof(lt_ws_bytes)) == CUBLAS_STATUS_SUCCESS;
+        std::vector<cublasLtMatmulHeuristicResult_t> cand(lt_algos);
+        if (ok && cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, lt_algos, cand.data(), &lt_n) ==
+                      CUBLAS_STATUS_SUCCESS) {
+          const float alpha = 1.f, beta = 0.f;
+          for (int i = 0; i < lt_n; ++i) {
+            const double t = time([&](const bf16* wc) {
+              cublasLtMatmul(lt, op, &alpha, wc, la, x, lb, &beta, y, lc, y, lc, &cand[i].algo, lt_ws,
+                             lt_ws_bytes, st);
+            });
+            if (t_lt < 0 || t < t_lt) t_lt = t, lt_best = i;
+          }
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(lc);
+        cublasLtMatmulDescDestroy(op);
+      }
+      std::printf("%-15s %4d  %20s  %20s  %20s  %20s  %20s [%d/%d]\n", p.name.c_str(), m, cell(t_stream).c_str(),
+                  cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str(), cell(t_lt).c_str(),
+                  lt_best, lt_n);
     }
     for (bf16* c : w) LAGSERVE_CUDA_CHECK(cudaFree(c));
     LAGSERVE_CUDA_CHECK(cudaFree(ws));
     LAGSERVE_CUDA_CHECK(cudaFree(counters));
   }
+  // The RMSNorm that the "mma bf16" inputs need first (fp32 rows of d_model in, bf16 out).
+  for (const int m : rows) {
+    bf16* h = act;
+    for (int i = 0; i < 10; ++i) kc::rmsnorm(x_norm, nullptr, norm_w, h, m, d, 1e-6f, st);
+    LAGSERVE_CUDA_CHECK(cudaEventRecord(start, st));
+    for (int i = 0; i < iters; ++i) kc::rmsnorm(x_norm, nullptr, norm_w, h, m, d, 1e-6f, st);
+    LAGSERVE_CUDA_CHECK(cudaEventRecord(stop, st));
+    LAGSERVE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    std::printf("%-15s %4d  %8.2f us\n", "rmsnorm", m, 1e3 * ms / iters);
+  }
+  cublasLtDestroy(lt);
+  LAGSERVE_CUDA_CHECK(cudaFree(lt_ws));
   cublasDestroy(blas);
   LAGSERVE_CUDA_CHECK(cudaStreamDestroy(st));
   return 0;

@@ -49,32 +49,37 @@ TEST(LayerOps, Embedding) {
 
 TEST(LayerOps, RmsNormWithRowGather) {
   LAGSERVE_REQUIRE_GPU();
-  std::mt19937 rng(2);
-  const int rows = 7, dim = 1536;
-  const std::vector<float> x = random_vec(rows * dim, rng, 3.f), w = random_vec(dim, rng);
-  const std::vector<int32_t> pick = {6, 0, 3};
-  std::vector<float> gathered;
-  for (int r : pick) gathered.insert(gathered.end(), x.begin() + r * dim, x.begin() + (r + 1) * dim);
-  std::vector<float> ref(gathered.size());
-  kernels::rmsnorm(gathered.data(), w.data(), ref.data(), pick.size(), dim, 1e-5f);
-  DeviceArray<float> gx(x), gw(w);
-  DeviceArray<int32_t> grows(pick);
-  DeviceArray<bf16> gy(pick.size() * dim);
-  gy.poison();
-  cuda::rmsnorm(gx.get(), grows.get(), gw.get(), gy.get(), pick.size(), dim, 1e-5f, nullptr);
-  EXPECT_LT(max_rel_err(to_float(gy.download()), ref), 1e-2);
-  // Without a gather: every row.
-  std::vector<float> ref_all(x.size());
-  kernels::rmsnorm(x.data(), w.data(), ref_all.data(), rows, dim, 1e-5f);
-  DeviceArray<bf16> gy2(x.size());
-  gy2.poison();
-  cuda::rmsnorm(gx.get(), nullptr, gw.get(), gy2.get(), rows, dim, 1e-5f, nullptr);
-  EXPECT_LT(max_rel_err(to_float(gy2.download()), ref_all), 1e-2);
+  // Widths for each path of the kernel: float4s in registers, one to eight a
+  // thread (576, 1536, 4100, 8192); two passes (10000: too wide; 1538: not a
+  // multiple of 4).
+  for (const int dim : {1536, 576, 4100, 8192, 10000, 1538}) {
+    std::mt19937 rng(2 + dim);
+    const int rows = 33;
+    const std::vector<float> x = random_vec(rows * dim, rng, 3.f), w = random_vec(dim, rng);
+    const std::vector<int32_t> pick = {6, 0, 3, 32};
+    std::vector<float> gathered;
+    for (int r : pick) gathered.insert(gathered.end(), x.begin() + r * dim, x.begin() + (r + 1) * dim);
+    std::vector<float> ref(gathered.size());
+    kernels::rmsnorm(gathered.data(), w.data(), ref.data(), pick.size(), dim, 1e-5f);
+    DeviceArray<float> gx(x), gw(w);
+    DeviceArray<int32_t> grows(pick);
+    DeviceArray<bf16> gy(pick.size() * dim);
+    gy.poison();
+    cuda::rmsnorm(gx.get(), grows.get(), gw.get(), gy.get(), pick.size(), dim, 1e-5f, nullptr);
+    EXPECT_LT(max_rel_err(to_float(gy.download()), ref), 1e-2) << "dim " << dim;
+    // Without a gather: every row.
+    std::vector<float> ref_all(x.size());
+    kernels::rmsnorm(x.data(), w.data(), ref_all.data(), rows, dim, 1e-5f);
+    DeviceArray<bf16> gy2(x.size());
+    gy2.poison();
+    cuda::rmsnorm(gx.get(), nullptr, gw.get(), gy2.get(), rows, dim, 1e-5f, nullptr);
+    EXPECT_LT(max_rel_err(to_float(gy2.download()), ref_all), 1e-2) << "dim " << dim;
+  }
 }
 
 TEST(LayerOps, BiasRopeAndCacheWrite) {
   LAGSERVE_REQUIRE_GPU();
-  for (const int d : {64, 128}) {
+  for (const int d : {32, 64, 128}) {
     std::mt19937 rng(3 + d);
     const int n_heads = 12, n_kv = 2, rows = 9, bs = 16, n_pool = 6;
     const int width = (n_heads + 2 * n_kv) * d, q_dim = n_heads * d, kv_dim = n_kv * d;
@@ -128,16 +133,19 @@ TEST(LayerOps, BiasRopeAndCacheWrite) {
 
 TEST(LayerOps, SwiGlu) {
   LAGSERVE_REQUIRE_GPU();
-  std::mt19937 rng(4);
-  const int rows = 5, ff = 8960;
-  const std::vector<float> gu = random_vec(rows * 2 * ff, rng, 4.f);
-  std::vector<float> ref(rows * ff);
-  kernels::swiglu(gu.data(), ref.data(), rows, ff);
-  DeviceArray<float> ggu(gu);
-  DeviceArray<bf16> gout(rows * ff);
-  gout.poison();
-  cuda::swiglu(ggu.get(), gout.get(), rows, ff, nullptr);
-  EXPECT_LT(max_rel_err(to_float(gout.download()), ref), 1e-2);
+  // Four outputs a thread (8960), one (8962: not a multiple of 4).
+  for (const int ff : {8960, 8962}) {
+    std::mt19937 rng(4 + ff);
+    const int rows = 5;
+    const std::vector<float> gu = random_vec(rows * 2 * ff, rng, 4.f);
+    std::vector<float> ref(rows * ff);
+    kernels::swiglu(gu.data(), ref.data(), rows, ff);
+    DeviceArray<float> ggu(gu);
+    DeviceArray<bf16> gout(rows * ff);
+    gout.poison();
+    cuda::swiglu(ggu.get(), gout.get(), rows, ff, nullptr);
+    EXPECT_LT(max_rel_err(to_float(gout.download()), ref), 1e-2) << "ff " << ff;
+  }
 }
 
 TEST(LayerOps, GemmMatchesCpuOnRoundedInputs) {
