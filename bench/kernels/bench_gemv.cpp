@@ -164,6 +164,17 @@ int main(int argc, char** argv) {
   cudaEvent_t start, stop;
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&start));
   LAGSERVE_CUDA_CHECK(cudaEventCreate(&stop));
+  // Mean microseconds of launch(i) over iters launches, after `warm` of them.
+  auto time_launches = [&](int warm, auto&& launch) {
+    for (int i = 0; i < warm; ++i) launch(i);
+    LAGSERVE_CUDA_CHECK(cudaEventRecord(start, st));
+    for (int i = 0; i < iters; ++i) launch(i);
+    LAGSERVE_CUDA_CHECK(cudaEventRecord(stop, st));
+    LAGSERVE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return 1e3 * ms / iters;
+  };
 
   std::printf("%-15s %4s  %20s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
               "mma bf16 us (GB/s)", "cublas us (GB/s)");
@@ -204,14 +215,7 @@ int main(int argc, char** argv) {
     for (const int m : rows) {
       // Mean microseconds per launch over iters launches, copies in turn.
       auto time = [&](auto&& launch) {
-        for (int i = 0; i < 2 * copies; ++i) launch(w[i % copies]);
-        LAGSERVE_CUDA_CHECK(cudaEventRecord(start, st));
-        for (int i = 0; i < iters; ++i) launch(w[i % copies]);
-        LAGSERVE_CUDA_CHECK(cudaEventRecord(stop, st));
-        LAGSERVE_CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms = 0;
-        LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        return 1e3 * ms / iters;
+        return time_launches(2 * copies, [&](int i) { launch(w[i % copies]); });
       };
       const double t_stream =
           m > kStreamMaxRows ? -1
@@ -275,15 +279,8 @@ int main(int argc, char** argv) {
   }
   // The RMSNorm that the "mma bf16" inputs need first (fp32 rows of d_model in, bf16 out).
   for (const int m : rows) {
-    bf16* h = act;
-    for (int i = 0; i < 10; ++i) kc::rmsnorm(x_norm, nullptr, norm_w, h, m, d, 1e-6f, st);
-    LAGSERVE_CUDA_CHECK(cudaEventRecord(start, st));
-    for (int i = 0; i < iters; ++i) kc::rmsnorm(x_norm, nullptr, norm_w, h, m, d, 1e-6f, st);
-    LAGSERVE_CUDA_CHECK(cudaEventRecord(stop, st));
-    LAGSERVE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    LAGSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    std::printf("%-15s %4d  %8.2f us\n", "rmsnorm", m, 1e3 * ms / iters);
+    const double us = time_launches(10, [&](int) { kc::rmsnorm(x_norm, nullptr, norm_w, act, m, d, 1e-6f, st); });
+    std::printf("%-15s %4d  %8.2f us\n", "rmsnorm", m, us);
   }
   cublasLtDestroy(lt);
   LAGSERVE_CUDA_CHECK(cudaFree(lt_ws));
