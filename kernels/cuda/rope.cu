@@ -1,6 +1,7 @@
 #include "kernels/cuda/rope.h"
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -12,6 +13,9 @@ namespace {
 __global__ void qkv_rope_write_kernel(float* qkv, const float* bias, const int32_t* positions,
                                       const float* inv_freq, const int32_t* slots, PagedKvBf16 kv,
                                       int32_t n_heads) {
+  // The decode attention after it may start early: before its pdl_wait it
+  // reads only keys cached before this step (kernels/cuda/pdl.h).
+  pdl_release();
   const int64_t r = blockIdx.x;
   const int32_t h = blockIdx.y, i = threadIdx.x;
   const int32_t d = kv.head_dim, half = d / 2, n_kv = kv.n_kv_heads;

@@ -50,9 +50,9 @@ TEST(LayerOps, Embedding) {
 TEST(LayerOps, RmsNormWithRowGather) {
   LAGSERVE_REQUIRE_GPU();
   // Widths for each path of the kernel: float4s in registers, one to eight a
-  // thread (576, 1536, 4100, 8192); two passes (10000: too wide; 1538: not a
+  // thread (576, 1536, 4096, 4100, 8192); two passes (10000: too wide; 1538: not a
   // multiple of 4).
-  for (const int dim : {1536, 576, 4100, 8192, 10000, 1538}) {
+  for (const int dim : {1536, 576, 4096, 4100, 8192, 10000, 1538}) {
     std::mt19937 rng(2 + dim);
     const int rows = 33;
     const std::vector<float> x = random_vec(rows * dim, rng, 3.f), w = random_vec(dim, rng);
