@@ -6,7 +6,8 @@
 // fused ops), on the layer shapes of a model (default: Qwen2.5-1.5B). The
 // last column times each of cuBLASLt's heuristic candidates for the same
 // GEMM (up to --lt-algos) and gives the fastest, with its rank in cuBLASLt's
-// order (0: the one cublasGemmEx takes, as a rule). Each product cycles
+// order (0: the one cublasGemmEx takes, as a rule); --lt-sweep adds a line
+// with the fastest of every configuration cuBLASLt accepts. Each product cycles
 // through copies of its weights that together exceed the L2 cache, launches
 // back to back on one stream as in a decode step; the figure is the mean
 // time of a launch and the weight bytes it reads per second.
@@ -75,6 +76,89 @@ struct Product {
   bool norm;  // fp32 rows RMS-normalised on the fly
 };
 
+// Every configuration of every cuBLASLt algorithm that cublasLtMatmulAlgoCheck
+// accepts for this GEMM (tile, the two largest stage counts, split-K with
+// each reduction scheme the algorithm has), up to kMaxSweep, timed by `time`
+// (mean us); prints how many were timed and the five fastest with `error`'s
+// figure for each (their output against cublasGemmEx's).
+constexpr size_t kMaxSweep = 3000;
+template <typename Time, typename Error>
+void lt_sweep_product(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                      cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, size_t ws_bytes, Time&& time,
+                      Error&& error) {
+  int ids[256], n_ids = 0;
+  if (cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_32F,
+                               CUDA_R_32F, 256, ids, &n_ids) != CUBLAS_STATUS_SUCCESS) {
+    std::printf("    cublasLt sweep: no algorithm ids\n");
+    return;
+  }
+  struct Found {
+    double us;
+    int id;
+    cublasLtMatmulAlgo_t algo;
+    uint32_t tile, stages, red;
+    int32_t splits;
+  };
+  std::vector<Found> found;
+  auto caps = [](const cublasLtMatmulAlgo_t& a, cublasLtMatmulAlgoCapAttributes_t attr) {
+    size_t bytes = 0;
+    std::vector<uint32_t> v;
+    if (cublasLtMatmulAlgoCapGetAttribute(&a, attr, nullptr, 0, &bytes) == CUBLAS_STATUS_SUCCESS && bytes > 0) {
+      v.resize(bytes / sizeof(uint32_t));
+      if (cublasLtMatmulAlgoCapGetAttribute(&a, attr, v.data(), bytes, &bytes) != CUBLAS_STATUS_SUCCESS) v.clear();
+    }
+    return v;
+  };
+  for (int k = 0; k < n_ids; ++k) {
+    cublasLtMatmulAlgo_t algo;
+    if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_32F,
+                               CUDA_R_32F, ids[k], &algo) != CUBLAS_STATUS_SUCCESS) {
+      continue;
+    }
+    std::vector<uint32_t> tiles = caps(algo, CUBLASLT_ALGO_CAP_TILE_IDS), stages = caps(algo, CUBLASLT_ALGO_CAP_STAGES_IDS);
+    if (tiles.empty()) tiles.push_back(CUBLASLT_MATMUL_TILE_UNDEFINED);
+    std::sort(stages.begin(), stages.end());
+    if (stages.size() > 2) stages.erase(stages.begin(), stages.end() - 2);
+    if (stages.empty()) stages.push_back(CUBLASLT_MATMUL_STAGES_UNDEFINED);
+    int32_t splitk_ok = 0;
+    uint32_t red_mask = 0;
+    size_t got = 0;
+    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof(splitk_ok), &got);
+    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &red_mask, sizeof(red_mask), &got);
+    for (const uint32_t tile : tiles) {
+      for (const uint32_t stage : stages) {
+        for (const int32_t splits : {1, 2, 3, 4, 6, 8, 12, 16}) {
+          if (splits > 1 && !splitk_ok) break;
+          for (const uint32_t red : {CUBLASLT_REDUCTION_SCHEME_NONE, CUBLASLT_REDUCTION_SCHEME_INPLACE,
+                                     CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}) {
+            if ((splits == 1) != (red == CUBLASLT_REDUCTION_SCHEME_NONE)) continue;
+            if (red != CUBLASLT_REDUCTION_SCHEME_NONE && (red_mask & red) == 0) continue;
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile));
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage, sizeof(stage));
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits));
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof(red));
+            cublasLtMatmulHeuristicResult_t res{};
+            if (cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &algo, &res) != CUBLAS_STATUS_SUCCESS ||
+                res.workspaceSize > ws_bytes) {
+              continue;
+            }
+            if (found.size() >= kMaxSweep) continue;
+            found.push_back({time(algo), ids[k], algo, tile, stage, red, splits});
+          }
+        }
+      }
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.us < b.us; });
+  std::printf("    cublasLt sweep: %zu configurations of %d algorithms%s; fastest (us, algo/tile/stages/splits/"
+              "reduction, error):", found.size(), n_ids, found.size() >= kMaxSweep ? " (capped)" : "");
+  for (size_t i = 0; i < std::min<size_t>(5, found.size()); ++i) {
+    const Found& f = found[i];
+    std::printf(" %.2f %d/%u/%u/%d/%u %.1e;", f.us, f.id, f.tile, f.stages, f.splits, f.red, error(f.algo));
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,6 +179,9 @@ int main(int argc, char** argv) {
   app.add_option("--flush-mb", flush_mb, "weight copies per product add up to at least this")
       ->capture_default_str();
   app.add_option("--lt-algos", lt_algos, "cuBLASLt candidates to time (0: none)")->capture_default_str();
+  bool lt_sweep = false;
+  app.add_flag("--lt-sweep", lt_sweep,
+               "also time every configuration cuBLASLt accepts (algorithm, tile, stages, split-K, reduction)");
   CLI11_PARSE(app, argc, argv);
   std::vector<int> rows;
   {
@@ -262,6 +349,31 @@ int main(int argc, char** argv) {
             });
             if (t_lt < 0 || t < t_lt) t_lt = t, lt_best = i;
           }
+        }
+        if (ok && lt_sweep) {
+          const float alpha = 1.f, beta = 0.f;
+          auto run = [&](const cublasLtMatmulAlgo_t& algo, const bf16* wc) {
+            cublasLtMatmul(lt, op, &alpha, wc, la, x, lb, &beta, y, lc, y, lc, &algo, lt_ws, lt_ws_bytes, st);
+          };
+          // The output's largest error against cublasGemmEx's on the same
+          // weights, relative to its largest magnitude.
+          auto error = [&](const cublasLtMatmulAlgo_t& algo) {
+            std::vector<float> a(static_cast<size_t>(m) * p.N), b(a.size());
+            run(algo, w[0]);
+            LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(a.data(), y, a.size() * sizeof(float), cudaMemcpyDeviceToHost, st));
+            kc::gemm_bf16_nt(blas, x, w[0], y, m, p.N, p.K, false);
+            LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(b.data(), y, b.size() * sizeof(float), cudaMemcpyDeviceToHost, st));
+            LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
+            double err = 0, scale = 0;
+            for (size_t i = 0; i < a.size(); ++i) {
+              err = std::max(err, static_cast<double>(std::fabs(a[i] - b[i])));
+              scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
+            }
+            return scale > 0 ? err / scale : err;
+          };
+          lt_sweep_product(
+              lt, op, la, lb, lc, lt_ws_bytes,
+              [&](const cublasLtMatmulAlgo_t& algo) { return time([&](const bf16* wc) { run(algo, wc); }); }, error);
         }
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(la);
