@@ -32,7 +32,8 @@ class GemmTuner {
   // Times up to kCandidates of cuBLASLt's candidates for y[M, N] (+)= x[M, K]
   // * w[N, K]^T, each launched once on every matrix of `ws` in turn (a layer
   // stack's weights, so that they come from memory as in a step) after one
-  // warm launch, and keeps the fastest. y is overwritten with garbage; x, y
+  // warm launch, and keeps the fastest (the first unless another beats it
+  // by 2% and 0.3 us a launch). y is overwritten with garbage; x, y
   // and the matrices must be 256-byte aligned. Synchronises the stream, so
   // never while it is being captured.
   void tune(const bf16* x, const std::vector<const bf16*>& ws, float* y, int64_t M, int64_t N, int64_t K,
