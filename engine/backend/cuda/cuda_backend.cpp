@@ -90,8 +90,9 @@ absl::Status CudaBackend::init(const model::Model& model) {
     if (!tune.empty() && tune != "0" && tune != "1") {
       return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1, not '" + tune + "'");
     }
-    // NOTE: not under tensor parallelism (a rank's shards are other shapes; untried).
-    if (tune != "0" && opt_.tp_comm == nullptr) {
+    // NOTE: off by default until measured in a step (docs/cuda.md); not
+    // under tensor parallelism (a rank's shards are other shapes; untried).
+    if (tune == "1" && opt_.tp_comm == nullptr) {
       tuner_ = std::make_unique<kc::GemmTuner>(stream_.get(), blas_workspace_.get(), kBlasWorkspace);
     }
   }

@@ -137,8 +137,8 @@ class CudaBackend final : public Backend {
   DeviceArray<uint8_t> blas_workspace_;
   // cuBLASLt on the algorithm timed fastest for each shape of a step of at
   // most kTuneMaxRows rows (tuned before the first step of that shape, out of
-  // any graph), cuBLAS for the others; null under tensor parallelism or with
-  // LAGSERVE_CUDA_GEMM_TUNE=0.
+  // any graph), cuBLAS for the others; only with LAGSERVE_CUDA_GEMM_TUNE=1,
+  // never under tensor parallelism.
   std::unique_ptr<kc::GemmTuner> tuner_;
   cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;

@@ -419,6 +419,7 @@ TEST(CudaBackend, RejectsAnUnknownGemmTuningChoice) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1"), std::string::npos) << st;
   EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "0").ok());
+  EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "1").ok());
 }
 
 }  // namespace
