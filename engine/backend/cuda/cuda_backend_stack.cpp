@@ -151,14 +151,12 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
-                       add_residual);
+      gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
       gemm(h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
       kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      gemm(act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
-                       add_residual);
+      gemm(act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
     }
   }

@@ -385,8 +385,6 @@ TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {
   c.release(pool);
 }
 
-// LAGSERVE_CUDA_GEMV takes 0, stream, mma or 1; anything else is refused
-// at start with what it takes, not silently ignored.
 // The tiny Qwen2 on a backend started with `name` set to `value` in the
 // environment (restored after).
 absl::Status start_with_env(const char* name, const char* value) {
@@ -406,6 +404,8 @@ absl::Status start_with_env(const char* name, const char* value) {
   return be.status();
 }
 
+// LAGSERVE_CUDA_GEMV takes 0, stream, mma or 1; anything else is refused
+// at start with what it takes, not silently ignored.
 TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
   REQUIRE_GPU();
   const absl::Status st = start_with_env("LAGSERVE_CUDA_GEMV", "fast");
@@ -413,6 +413,7 @@ TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
   EXPECT_NE(st.message().find("0, stream, mma or 1"), std::string::npos) << st;
 }
 
+// Likewise LAGSERVE_CUDA_GEMM_TUNE: 0 or 1.
 TEST(CudaBackend, RejectsAnUnknownGemmTuningChoice) {
   REQUIRE_GPU();
   const absl::Status st = start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "yes");
