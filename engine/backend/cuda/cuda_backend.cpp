@@ -84,6 +84,18 @@ absl::Status CudaBackend::init(const model::Model& model) {
   }
   blas_workspace_.reserve(kBlasWorkspace);
   LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
+  {
+    const char* tenv = std::getenv("LAGSERVE_CUDA_GEMM_TUNE");
+    const std::string tune = tenv != nullptr ? tenv : "";
+    if (!tune.empty() && tune != "0" && tune != "1") {
+      return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1, not '" + tune + "'");
+    }
+    // NOTE: off by default until measured in a step (docs/cuda.md); not
+    // under tensor parallelism (a rank's shards are other shapes; untried).
+    if (tune == "1" && opt_.tp_comm == nullptr) {
+      tuner_ = std::make_unique<kc::GemmTuner>(stream_.get(), blas_workspace_.get(), kBlasWorkspace);
+    }
+  }
   const auto& w = model.weights;
   tok_embd_.assign(to_bf16(w.tok_embd).data(), w.tok_embd.size());
   if (!w.output.empty()) output_.assign(to_bf16(w.output).data(), w.output.size());
@@ -144,6 +156,27 @@ bool CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
   grew |= logits_.reserve(n_rows * cfg_.vocab_size);
   grew |= logits_host_.reserve(n_rows * cfg_.vocab_size);
   return grew;
+}
+
+void CudaBackend::tune_gemms(int64_t C, int64_t head_rows) {
+  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff, qkv_dim = q_dim + 2 * cfg_.kv_dim();
+  // The buffers are those of the products, overwritten before the stack
+  // reads them (x_ by the embedding).
+  auto stack = [&](auto member) {
+    std::vector<const bf16*> ws;
+    for (const LayerParams& P : layers_) ws.push_back((P.*member).get());
+    return ws;
+  };
+  auto tune = [&](const bf16* x, const std::vector<const bf16*>& ws, float* y, int64_t M, int64_t N, int64_t K,
+                  bool acc) {
+    if (M > 0 && M <= kTuneMaxRows && !tuner_->tuned(M, N, K, acc)) tuner_->tune(x, ws, y, M, N, K, acc);
+  };
+  tune(h_.get(), stack(&LayerParams::wqkv), qkv_.get(), C, qkv_dim, d, false);
+  tune(attn_.get(), stack(&LayerParams::wo), x_.get(), C, d, q_dim, true);
+  tune(h_.get(), stack(&LayerParams::w_gate_up), gate_up_.get(), C, 2 * ff, d, false);
+  tune(act_.get(), stack(&LayerParams::w_down), x_.get(), C, d, ff, true);
+  const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
+  tune(h_.get(), {head}, logits_.get(), head_rows, cfg_.vocab_size, d, false);
 }
 
 absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
@@ -364,6 +397,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   grew |= compact_scratch_.reserve(std::max<int64_t>(scratch_elems, 1));
   if (grew) graphs_.clear();  // they hold the old addresses
 
+  if (tuner_ != nullptr) tune_gemms(T - n_gemv, n_rows > n_gemv ? n_rows : 0);
   if (!graph_step) {
     launch_stack(batch, plans, a);
   } else {

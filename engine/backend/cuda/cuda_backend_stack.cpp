@@ -42,6 +42,12 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st);
     }
   };
+  // The chunk rows' products: the tuned cuBLASLt algorithm where there is one.
+  auto gemm = [&](const bf16* x, const bf16* w, float* y, int64_t M, int64_t N, int64_t K, bool acc) {
+    if (tuner_ == nullptr || !tuner_->run(x, w, y, M, N, K, acc)) {
+      kc::gemm_bf16_nt(blas_.get(), x, w, y, M, N, K, acc);
+    }
+  };
   auto normed = [&](const float* weight) {
     kc::GemvInput in;
     in.x_norm = x_.get();
@@ -81,7 +87,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     }
     if (C > 0) {
       kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
+      gemm(h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
       kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
                          dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
     }
@@ -145,14 +151,12 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
-                       add_residual);
+      gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
+      gemm(h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
       kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
-                       add_residual);
+      gemm(act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
     }
   }
@@ -162,7 +166,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   if (n_rows > G) {
     kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
-    kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+    gemm(h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
   }
   if (G > 0) {
     kc::GemvInput in = normed(out_norm_.get());

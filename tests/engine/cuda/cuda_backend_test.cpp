@@ -385,26 +385,42 @@ TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {
   c.release(pool);
 }
 
-// LAGSERVE_CUDA_GEMV takes 0, stream, mma or 1; anything else is refused
-// at start with what it takes, not silently ignored.
-TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
-  REQUIRE_GPU();
+// The tiny Qwen2 on a backend started with `name` set to `value` in the
+// environment (restored after).
+absl::Status start_with_env(const char* name, const char* value) {
   auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
-  ASSERT_TRUE(m.ok()) << m.status();
-  const char* old = std::getenv("LAGSERVE_CUDA_GEMV");
+  if (!m.ok()) return m.status();
+  const char* old = std::getenv(name);
   const std::string saved = old != nullptr ? old : "";
-  setenv("LAGSERVE_CUDA_GEMV", "fast", 1);
+  setenv(name, value, 1);
   backend::CudaBackendOptions opt;
   opt.kv_cache_bytes = 16 << 20;
   auto be = backend::make_cuda_backend(**m, opt);
   if (old != nullptr) {
-    setenv("LAGSERVE_CUDA_GEMV", saved.c_str(), 1);
+    setenv(name, saved.c_str(), 1);
   } else {
-    unsetenv("LAGSERVE_CUDA_GEMV");
+    unsetenv(name);
   }
-  ASSERT_FALSE(be.ok());
-  EXPECT_EQ(be.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(be.status().message().find("0, stream, mma or 1"), std::string::npos) << be.status();
+  return be.status();
+}
+
+// LAGSERVE_CUDA_GEMV takes 0, stream, mma or 1; anything else is refused
+// at start with what it takes, not silently ignored.
+TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
+  REQUIRE_GPU();
+  const absl::Status st = start_with_env("LAGSERVE_CUDA_GEMV", "fast");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("0, stream, mma or 1"), std::string::npos) << st;
+}
+
+// Likewise LAGSERVE_CUDA_GEMM_TUNE: 0 or 1.
+TEST(CudaBackend, RejectsAnUnknownGemmTuningChoice) {
+  REQUIRE_GPU();
+  const absl::Status st = start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "yes");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1"), std::string::npos) << st;
+  EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "0").ok());
+  EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "1").ok());
 }
 
 }  // namespace
