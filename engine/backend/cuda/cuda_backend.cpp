@@ -160,23 +160,26 @@ bool CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
 
 void CudaBackend::tune_gemms(int64_t C, int64_t head_rows) {
   const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff, qkv_dim = q_dim + 2 * cfg_.kv_dim();
-  // The buffers are those of the products, overwritten before the stack
-  // reads them (x_ by the embedding).
-  auto stack = [&](auto member) {
-    std::vector<const bf16*> ws;
-    for (const LayerParams& P : layers_) ws.push_back((P.*member).get());
-    return ws;
-  };
-  auto tune = [&](const bf16* x, const std::vector<const bf16*>& ws, float* y, int64_t M, int64_t N, int64_t K,
-                  bool acc) {
-    if (M > 0 && M <= kTuneMaxRows && !tuner_->tuned(M, N, K, acc)) tuner_->tune(x, ws, y, M, N, K, acc);
-  };
-  tune(h_.get(), stack(&LayerParams::wqkv), qkv_.get(), C, qkv_dim, d, false);
-  tune(attn_.get(), stack(&LayerParams::wo), x_.get(), C, d, q_dim, true);
-  tune(h_.get(), stack(&LayerParams::w_gate_up), gate_up_.get(), C, 2 * ff, d, false);
-  tune(act_.get(), stack(&LayerParams::w_down), x_.get(), C, d, ff, true);
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
-  tune(h_.get(), {head}, logits_.get(), head_rows, cfg_.vocab_size, d, false);
+  // The buffers are those of the products, overwritten before the stack
+  // reads them (x_ by the embedding); the weights, every layer's (member
+  // null: the head's).
+  auto tune = [&](const bf16* x, DeviceArray<bf16> LayerParams::*member, float* y, int64_t M, int64_t N, int64_t K,
+                  bool acc) {
+    if (M == 0 || M > kTuneMaxRows || tuner_->tuned(M, N, K, acc)) return;
+    std::vector<const bf16*> ws;
+    if (member == nullptr) {
+      ws.push_back(head);
+    } else {
+      for (const LayerParams& P : layers_) ws.push_back((P.*member).get());
+    }
+    tuner_->tune(x, ws, y, M, N, K, acc);
+  };
+  tune(h_.get(), &LayerParams::wqkv, qkv_.get(), C, qkv_dim, d, false);
+  tune(attn_.get(), &LayerParams::wo, x_.get(), C, d, q_dim, true);
+  tune(h_.get(), &LayerParams::w_gate_up, gate_up_.get(), C, 2 * ff, d, false);
+  tune(act_.get(), &LayerParams::w_down, x_.get(), C, d, ff, true);
+  tune(h_.get(), nullptr, logits_.get(), head_rows, cfg_.vocab_size, d, false);
 }
 
 absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
