@@ -145,43 +145,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
   return absl::OkStatus();
 }
 
-bool CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
-  const int64_t d = cfg_.d_model, qkv_dim = cfg_.q_dim() + 2 * cfg_.kv_dim(), ff = cfg_.d_ff;
-  bool grew = x_.reserve(T * d);
-  grew |= h_.reserve(std::max(T, n_rows) * d);
-  grew |= qkv_.reserve(T * qkv_dim);
-  grew |= attn_.reserve(T * cfg_.q_dim());
-  grew |= gate_up_.reserve(T * 2 * ff);
-  grew |= act_.reserve(T * ff);
-  grew |= logits_.reserve(n_rows * cfg_.vocab_size);
-  grew |= logits_host_.reserve(n_rows * cfg_.vocab_size);
-  return grew;
-}
-
-void CudaBackend::tune_gemms(int64_t C, int64_t head_rows) {
-  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff, qkv_dim = q_dim + 2 * cfg_.kv_dim();
-  const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
-  // The buffers are those of the products, overwritten before the stack
-  // reads them (x_ by the embedding); the weights, every layer's (member
-  // null: the head's).
-  auto tune = [&](const bf16* x, DeviceArray<bf16> LayerParams::*member, float* y, int64_t M, int64_t N, int64_t K,
-                  bool acc) {
-    if (M == 0 || M > kTuneMaxRows || tuner_->tuned(M, N, K, acc)) return;
-    std::vector<const bf16*> ws;
-    if (member == nullptr) {
-      ws.push_back(head);
-    } else {
-      for (const LayerParams& P : layers_) ws.push_back((P.*member).get());
-    }
-    tuner_->tune(x, ws, y, M, N, K, acc);
-  };
-  tune(h_.get(), &LayerParams::wqkv, qkv_.get(), C, qkv_dim, d, false);
-  tune(attn_.get(), &LayerParams::wo, x_.get(), C, d, q_dim, true);
-  tune(h_.get(), &LayerParams::w_gate_up, gate_up_.get(), C, 2 * ff, d, false);
-  tune(act_.get(), &LayerParams::w_down, x_.get(), C, d, ff, true);
-  tune(h_.get(), nullptr, logits_.get(), head_rows, cfg_.vocab_size, d, false);
-}
-
 absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   const int32_t n_layers = cfg_.n_layers, bs = opt_.block_size, n_seqs = static_cast<int32_t>(batch.seqs.size());
   cudaStream_t st = stream_.get();
