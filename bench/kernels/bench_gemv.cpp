@@ -30,6 +30,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemm_tuned.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/rmsnorm.h"
 
@@ -323,21 +324,13 @@ int main(int argc, char** argv) {
       double t_lt = -1;
       int lt_best = -1, lt_n = 0;
       if (lt_algos > 0) {
-        cublasLtMatmulDesc_t op = nullptr;
-        cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+        const kc::LtGemmDesc desc(m, p.N, p.K);
+        const cublasLtMatmulDesc_t op = desc.op;
+        const cublasLtMatrixLayout_t la = desc.a, lb = desc.b, lc = desc.c;
         cublasLtMatmulPreference_t pref = nullptr;
-        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-        bool ok = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ==
-                      CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) ==
-                      CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.K, p.N, p.K) == CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.K, m, p.K) == CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, p.N, m, p.N) == CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
-                  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                       &lt_ws_bytes, sizeof(lt_ws_bytes)) == CUBLAS_STATUS_SUCCESS;
+        const bool ok = cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+                        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &lt_ws_bytes, sizeof(lt_ws_bytes)) == CUBLAS_STATUS_SUCCESS;
         std::vector<cublasLtMatmulHeuristicResult_t> cand(lt_algos);
         if (ok && cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, lt_algos, cand.data(), &lt_n) ==
                       CUBLAS_STATUS_SUCCESS) {
@@ -376,10 +369,6 @@ int main(int argc, char** argv) {
               [&](const cublasLtMatmulAlgo_t& algo) { return time([&](const bf16* wc) { run(algo, wc); }); }, error);
         }
         cublasLtMatmulPreferenceDestroy(pref);
-        cublasLtMatrixLayoutDestroy(la);
-        cublasLtMatrixLayoutDestroy(lb);
-        cublasLtMatrixLayoutDestroy(lc);
-        cublasLtMatmulDescDestroy(op);
       }
       std::printf("%-15s %4d  %20s  %20s  %20s  %20s  %20s [%d/%d]\n", p.name.c_str(), m, cell(t_stream).c_str(),
                   cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str(), cell(t_lt).c_str(),

@@ -11,19 +11,30 @@ bool aligned256(const void* p) { return reinterpret_cast<uintptr_t>(p) % 256 == 
 
 }  // namespace
 
+LtGemmDesc::LtGemmDesc(int64_t M, int64_t N, int64_t K) {
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, K, N, K));
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, K, M, K));
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, N, M, N));
+}
+
+LtGemmDesc::~LtGemmDesc() {
+  cublasLtMatrixLayoutDestroy(a);
+  cublasLtMatrixLayoutDestroy(b);
+  cublasLtMatrixLayoutDestroy(c);
+  cublasLtMatmulDescDestroy(op);
+}
+
 GemmTuner::GemmTuner(cudaStream_t stream, void* workspace, size_t workspace_bytes)
     : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
   LAGSERVE_CUBLAS_CHECK(cublasLtCreate(&lt_));
 }
 
 GemmTuner::~GemmTuner() {
-  for (auto& [key, p] : plans_) {
-    if (p.op == nullptr) continue;  // never tuned (pointers not aligned)
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
-  }
+  plans_.clear();  // their descriptors before the handle
   cublasLtDestroy(lt_);
 }
 
@@ -34,32 +45,27 @@ bool GemmTuner::tuned(int64_t M, int64_t N, int64_t K, bool accumulate) const {
 void GemmTuner::launch(const Plan& p, const cublasLtMatmulAlgo_t& algo, const bf16* x, const bf16* w, float* y,
                        bool accumulate) const {
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  // gemm_bf16_nt's column-major view: y^T [N, M] = w [N, K] x^T.
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &algo,
+  const LtGemmDesc& d = *p.desc;
+  LAGSERVE_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, w, d.a, x, d.b, &beta, y, d.c, y, d.c, &algo,
                                        workspace_, workspace_bytes_, stream_));
 }
 
 void GemmTuner::tune(const bf16* x, const std::vector<const bf16*>& ws, float* y, int64_t M, int64_t N, int64_t K,
                      bool accumulate) {
   Plan& p = plans_[{M, N, K, accumulate}];
-  if (p.op != nullptr || ws.empty() || !aligned256(x) || !aligned256(y)) return;
+  if (p.desc != nullptr || ws.empty() || !aligned256(x) || !aligned256(y)) return;
   for (const bf16* w : ws) {
     if (!aligned256(w)) return;
   }
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, K, N, K));
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, K, M, K));
-  LAGSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, N, M, N));
+  p.desc = std::make_unique<LtGemmDesc>(M, N, K);
+  const LtGemmDesc& d = *p.desc;
   cublasLtMatmulPreference_t pref = nullptr;
   LAGSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   LAGSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                              &workspace_bytes_, sizeof(workspace_bytes_)));
   cublasLtMatmulHeuristicResult_t cand[kCandidates];
   int n = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, kCandidates, cand, &n);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, pref, kCandidates, cand, &n);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || n == 0) return;
   cudaEvent_t start = nullptr, stop = nullptr;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -17,6 +18,18 @@
 #include "kernels/cuda/bf16.h"
 
 namespace lagserve::kernels::cuda {
+
+// cuBLASLt's descriptors of gemm_bf16_nt's product y[M, N] = x[M, K] *
+// w[N, K]^T (column-major: y^T [N, M] = w x^T; bf16 in, fp32 compute and
+// out), owned.
+struct LtGemmDesc {
+  LtGemmDesc(int64_t M, int64_t N, int64_t K);
+  ~LtGemmDesc();
+  LtGemmDesc(const LtGemmDesc&) = delete;
+  LtGemmDesc& operator=(const LtGemmDesc&) = delete;
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // w, x, y
+};
 
 class GemmTuner {
  public:
@@ -49,8 +62,7 @@ class GemmTuner {
 
  private:
   struct Plan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    std::unique_ptr<LtGemmDesc> desc;  // null: never tuned (pointers not aligned)
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;  // an algorithm was found
   };

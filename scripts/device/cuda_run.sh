@@ -39,14 +39,14 @@ if [ "$WHAT" != bench ]; then
   run_test test_tensor_parallel
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
+  # The tuned cuBLASLt GEMMs (off by default until measured).
+  SUFFIX=_tuned run_test test_cuda_backend LAGSERVE_CUDA_GEMM_TUNE=1
+  SUFFIX=_cuda_tuned run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMM_TUNE=1
   # Each skinny GEMM forced on (the default takes the one that the test's backend size gets).
   # Not the preemption test: a preempted sequence is recomputed as a prefill
   # chunk, through cuBLAS, so its tokens need not equal the run's without
   # preemption (docs/cuda.md); the test's backend (64 sequences) takes cuBLAS
   # by default.
-  # The tuned cuBLASLt GEMMs (off by default until measured).
-  SUFFIX=_tuned run_test test_cuda_backend LAGSERVE_CUDA_GEMM_TUNE=1
-  SUFFIX=_cuda_tuned run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMM_TUNE=1
   for g in stream mma; do
     SUFFIX=_cuda_$g run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMV=$g \
       'GTEST_FILTER=-*ForcedPreemptionKeepsOutputs*'
