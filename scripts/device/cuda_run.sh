@@ -39,9 +39,6 @@ if [ "$WHAT" != bench ]; then
   run_test test_tensor_parallel
   SUFFIX=_cuda run_test test_engine LAGSERVE_TEST_DEVICE=cuda
   SUFFIX=_cuda run_test test_async_engine LAGSERVE_TEST_DEVICE=cuda
-  # The tuned cuBLASLt GEMMs (off by default until measured).
-  SUFFIX=_tuned run_test test_cuda_backend LAGSERVE_CUDA_GEMM_TUNE=1
-  SUFFIX=_cuda_tuned run_test test_engine LAGSERVE_TEST_DEVICE=cuda LAGSERVE_CUDA_GEMM_TUNE=1
   # Each skinny GEMM forced on (the default takes the one that the test's backend size gets).
   # Not the preemption test: a preempted sequence is recomputed as a prefill
   # chunk, through cuBLAS, so its tokens need not equal the run's without
@@ -74,8 +71,6 @@ if [ "$WHAT" != tests ]; then
     --steps 256 --policy off 2>&1 | tee "$OUT/bench_decode_b1_4k_nographs.txt"
   "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 --steps 256 \
     --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k.txt"
-  LAGSERVE_CUDA_GEMM_TUNE=1 "$B/bench/bench_cuda_decode" $HBM_ARG --model "$Q" --batch 32 --context 32768 \
-    --steps 256 --policy off --policy sink=16,lag=128,ratio=0.25 2>&1 | tee "$OUT/bench_decode_b32_32k_tuned.txt"
   [ -f "$HOME/.cache/lagserve/models/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -x "$B/server/lagserve" ] && "$B/server/lagserve" generate -m default --device cuda -n 64 \
     -p "The capital of France is" 2>&1 | tail -3 | tee "$OUT/generate_default.txt"
 fi

@@ -84,18 +84,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
   }
   blas_workspace_.reserve(kBlasWorkspace);
   LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
-  {
-    const char* tenv = std::getenv("LAGSERVE_CUDA_GEMM_TUNE");
-    const std::string tune = tenv != nullptr ? tenv : "";
-    if (!tune.empty() && tune != "0" && tune != "1") {
-      return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1, not '" + tune + "'");
-    }
-    // NOTE: off by default until measured in a step (docs/cuda.md); not
-    // under tensor parallelism (a rank's shards are other shapes; untried).
-    if (tune == "1" && opt_.tp_comm == nullptr) {
-      tuner_ = std::make_unique<kc::GemmTuner>(stream_.get(), blas_workspace_.get(), kBlasWorkspace);
-    }
-  }
   const auto& w = model.weights;
   tok_embd_.assign(to_bf16(w.tok_embd).data(), w.tok_embd.size());
   if (!w.output.empty()) output_.assign(to_bf16(w.output).data(), w.output.size());
@@ -363,7 +351,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   grew |= compact_scratch_.reserve(std::max<int64_t>(scratch_elems, 1));
   if (grew) graphs_.clear();  // they hold the old addresses
 
-  if (tuner_ != nullptr) tune_gemms(T - n_gemv, n_rows > n_gemv ? n_rows : 0);
   if (!graph_step) {
     launch_stack(batch, plans, a);
   } else {

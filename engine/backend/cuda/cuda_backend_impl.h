@@ -15,7 +15,6 @@
 #include "engine/backend/cuda/device_sampler.h"
 #include "engine/model/model.h"
 #include "kernels/cuda/decode_attention.h"
-#include "kernels/cuda/gemm_tuned.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/lag_work.h"
 #include "kernels/cuda/paged_kv.h"
@@ -78,10 +77,6 @@ constexpr int32_t kRowsPathMaxTokens = 4;
 constexpr int32_t kGemvStreamMaxSeqs = 1;
 constexpr int32_t kGemvMaxSeqs = 8;
 
-// Steps of at most this many rows through cuBLAS take tuned cuBLASLt
-// algorithms (decode batches; a shape is tuned once, in tens of ms).
-constexpr int64_t kTuneMaxRows = 256;
-
 // Which kernel takes the one-token rows' products.
 enum class GemvKind { kOff, kStream, kMma };
 
@@ -101,9 +96,6 @@ class CudaBackend final : public Backend {
   // True when a buffer had to grow.
   bool reserve_activations(int64_t T, int64_t n_rows);
   void launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans, const StackArgs& a);
-  // Tunes (once per shape) the layer's four cuBLAS products at C rows and
-  // the head at head_rows (0: none), steps of at most kTuneMaxRows.
-  void tune_gemms(int64_t C, int64_t head_rows);
   kc::PagedKvBf16 layer_kv(int32_t l) const {
     const int64_t per_layer = static_cast<int64_t>(n_blocks_) * cfg_.kv_dim() * opt_.block_size;
     return {k_cache_.get() + l * per_layer, v_cache_.get() + l * per_layer, cfg_.n_kv_heads,
@@ -135,11 +127,6 @@ class CudaBackend final : public Backend {
   cuda::PinnedArray<float> logits_host_;
   cuda::PinnedArray<uint8_t> selected_host_;
   DeviceArray<uint8_t> blas_workspace_;
-  // cuBLASLt on the algorithm timed fastest for each shape of a step of at
-  // most kTuneMaxRows rows (tuned before the first step of that shape, out of
-  // any graph), cuBLAS for the others; only with LAGSERVE_CUDA_GEMM_TUNE=1,
-  // never under tensor parallelism.
-  std::unique_ptr<kc::GemmTuner> tuner_;
   cuda::DeviceSampler sampler_;  // after the stack, outside any graph
   bool use_graphs_ = true;
   // The skinny GEMMs (kernels/cuda/gemv.h) for one-token rows, with the

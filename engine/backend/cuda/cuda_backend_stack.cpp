@@ -1,5 +1,5 @@
 // The decoder stack of one planned step, enqueued on the backend's stream,
-// and what it runs on: the activation buffers and the tuned GEMMs.
+// and the activation buffers it runs on.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -31,30 +31,6 @@ bool CudaBackend::reserve_activations(int64_t T, int64_t n_rows) {
   return grew;
 }
 
-void CudaBackend::tune_gemms(int64_t C, int64_t head_rows) {
-  const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff, qkv_dim = q_dim + 2 * cfg_.kv_dim();
-  const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
-  // The buffers are those of the products, overwritten before the stack
-  // reads them (x_ by the embedding); the weights, every layer's (member
-  // null: the head's).
-  auto tune = [&](const bf16* x, DeviceArray<bf16> LayerParams::*member, float* y, int64_t M, int64_t N, int64_t K,
-                  bool acc) {
-    if (M == 0 || M > kTuneMaxRows || tuner_->tuned(M, N, K, acc)) return;
-    std::vector<const bf16*> ws;
-    if (member == nullptr) {
-      ws.push_back(head);
-    } else {
-      for (const LayerParams& P : layers_) ws.push_back((P.*member).get());
-    }
-    tuner_->tune(x, ws, y, M, N, K, acc);
-  };
-  tune(h_.get(), &LayerParams::wqkv, qkv_.get(), C, qkv_dim, d, false);
-  tune(attn_.get(), &LayerParams::wo, x_.get(), C, d, q_dim, true);
-  tune(h_.get(), &LayerParams::w_gate_up, gate_up_.get(), C, 2 * ff, d, false);
-  tune(act_.get(), &LayerParams::w_down, x_.get(), C, d, ff, true);
-  tune(h_.get(), nullptr, logits_.get(), head_rows, cfg_.vocab_size, d, false);
-}
-
 // Enqueues the decoder stack of a planned step on the stream, through the
 // logits (captured whole into a graph for decode steps).
 void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan>& plans,
@@ -80,12 +56,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       kc::gemv_stream_bf16(w, N, K, in, out, rows, sm_count_, st);
     } else {
       kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st);
-    }
-  };
-  // The chunk rows' products: the tuned cuBLASLt algorithm where there is one.
-  auto gemm = [&](const bf16* x, const bf16* w, float* y, int64_t M, int64_t N, int64_t K, bool acc) {
-    if (tuner_ == nullptr || !tuner_->run(x, w, y, M, N, K, acc)) {
-      kc::gemm_bf16_nt(blas_.get(), x, w, y, M, N, K, acc);
     }
   };
   auto normed = [&](const float* weight) {
@@ -127,7 +97,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     }
     if (C > 0) {
       kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      gemm(h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
       kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
                          dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
     }
@@ -191,12 +161,14 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, add_residual);
+      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
+                       add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      gemm(h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
       kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      gemm(act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, add_residual);
+      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
+                       add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
     }
   }
@@ -206,7 +178,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   if (n_rows > G) {
     kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
-    gemm(h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+    kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
   }
   if (G > 0) {
     kc::GemvInput in = normed(out_norm_.get());

@@ -413,15 +413,5 @@ TEST(CudaBackend, RejectsAnUnknownSkinnyGemmChoice) {
   EXPECT_NE(st.message().find("0, stream, mma or 1"), std::string::npos) << st;
 }
 
-// Likewise LAGSERVE_CUDA_GEMM_TUNE: 0 or 1.
-TEST(CudaBackend, RejectsAnUnknownGemmTuningChoice) {
-  REQUIRE_GPU();
-  const absl::Status st = start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "yes");
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(st.message().find("LAGSERVE_CUDA_GEMM_TUNE is 0 or 1"), std::string::npos) << st;
-  EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "0").ok());
-  EXPECT_TRUE(start_with_env("LAGSERVE_CUDA_GEMM_TUNE", "1").ok());
-}
-
 }  // namespace
 }  // namespace lagserve
