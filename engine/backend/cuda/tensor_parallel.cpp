@@ -12,6 +12,7 @@
 
 #include "engine/backend/cuda/tp_comm.h"
 #include "engine/model/model_shard.h"
+#include "kernels/cuda/cuda_check.h"
 
 namespace lagserve::backend {
 namespace {
@@ -191,9 +192,9 @@ absl::StatusOr<std::unique_ptr<Backend>> make_tensor_parallel_backend(const mode
     }
     for (int r = 0; r < tp.size; ++r) devices.push_back(options.device + r);
     int current = 0;
-    cudaGetDevice(&current);
+    LAGSERVE_CUDA_CHECK(cudaGetDevice(&current));
     auto made = cuda::make_nccl_comms(devices);
-    cudaSetDevice(current);
+    LAGSERVE_CUDA_CHECK(cudaSetDevice(current));
     if (!made.ok()) return made.status();
     comms = std::move(*made);
   }
