@@ -23,15 +23,17 @@ inline int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
+// Fractions of positions with the same top-1 and of kept slots alike.
+struct Agreement {
+  double top1 = 0, slots = 1;
+};
+
 // How `run` agrees with the reference run `ref` of the same steps: top-1 per
 // position, kept positions per slot, and (printed, for the record in
 // docs/cuda.md) where the disagreements are: the first partition whose
 // selection differs, the top-1 agreement before the positions it can reach
 // and after, and how close the reference's top two logits were where the
 // top-1s differ.
-struct Agreement {
-  double top1 = 0, slots = 1;
-};
 
 inline Agreement agreement(const ForwardRun& run, const ForwardRun& ref, const kv::LagPolicy& policy,
                            const std::string& label) {

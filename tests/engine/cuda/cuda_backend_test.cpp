@@ -8,12 +8,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
-#include <functional>
-#include <limits>
 #include <map>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 #include <gtest/gtest.h>
