@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemv_common.h"
@@ -38,9 +40,13 @@ constexpr int kMaxK = 2048;
 // in the same load phase, land in different halves of the banks.
 constexpr int kPad = 32;
 
+// A part: [16 features][kRows rows, padded to kPartLd] (no bank conflicts
+// between the features a warp writes at once).
+constexpr int kPartLd = kRows + 1;
+
 constexpr size_t smem_bytes(int64_t K) {
   return static_cast<size_t>(kRows) * (K + kPad) * sizeof(bf16) +
-         static_cast<size_t>(kWarps) * 2 * 16 * kRows * sizeof(float);
+         static_cast<size_t>(kWarps) * 2 * 16 * kPartLd * sizeof(float);
 }
 
 struct Work {
@@ -56,7 +62,9 @@ __device__ __forceinline__ int32_t tile_begin(int64_t block, int32_t n_tiles, in
   return static_cast<int32_t>(block * n_tiles / n_blocks);
 }
 // First unit of warp w's run in a block of n_units.
-__device__ __forceinline__ int32_t run_begin(int32_t w, int32_t n_units) { return w * n_units / kWarps; }
+__device__ __forceinline__ int32_t run_begin(int32_t w, int32_t n_units) {
+  return static_cast<int32_t>(static_cast<int64_t>(w) * n_units / kWarps);
+}
 
 template <bool kAdd>
 __device__ __forceinline__ void put(float* y, float v) {
@@ -129,11 +137,11 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
         }
       }
     } else {
-      float* const dst = part_s + (warp * 2 + (tl == u0 / C ? 0 : 1)) * 16 * kRows;
+      float* const dst = part_s + (warp * 2 + (tl == u0 / C ? 0 : 1)) * 16 * kPartLd;
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) dst[(g + (e >= 2 ? 8 : 0)) * kRows + nt * 8 + 2 * t + (e & 1)] = acc[nt][e];
+        for (int e = 0; e < 4; ++e) dst[(g + (e >= 2 ? 8 : 0)) * kPartLd + nt * 8 + 2 * t + (e & 1)] = acc[nt][e];
       }
     }
   };
@@ -182,12 +190,12 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
     const int32_t prev = run_begin(i - 1, U);
     if (i > 1 && prev % C != 0 && prev / C == tl) continue;  // counted at an earlier boundary
     for (int e = threadIdx.x; e < 16 * kRows; e += kThreads) {
-      const int feature = e / kRows, r = e % kRows;
+      const int feature = e % 16, r = e / 16;  // features fastest: y's stores coalesce
       float sum = 0.f;
       for (int w = 0; w < kWarps; ++w) {
         const int32_t a0 = run_begin(w, U), a1 = run_begin(w + 1, U);
         if (a0 >= a1 || a1 <= tl * C || a0 >= (tl + 1) * C) continue;  // none of tile tl
-        sum += part_s[((w * 2 + (tl == a0 / C ? 0 : 1)) * 16 + feature) * kRows + r];
+        sum += part_s[((w * 2 + (tl == a0 / C ? 0 : 1)) * 16 + feature) * kPartLd + r];
       }
       if (r < p.M) put<kAdd>(p.y + r * p.ldy + static_cast<int64_t>(tb + tl) * 16 + feature, sum);
     }
@@ -199,23 +207,49 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
   std::abort();
 }
 
+// Per device (tensor parallelism runs a thread per GPU in one process): the
+// most dynamic shared memory a block may have, and what each kernel has
+// been allowed so far.
+struct DeviceSmem {
+  int optin = 0;
+  size_t allowed[2] = {0, 0};  // gemm_rows_kernel<false>, <true>
+};
+
+DeviceSmem& device_smem(std::unique_lock<std::mutex>& lock) {
+  static std::mutex mu;
+  static std::map<int, DeviceSmem> by_device;
+  lock = std::unique_lock<std::mutex>(mu);
+  int device = 0;
+  LAGSERVE_CUDA_CHECK(cudaGetDevice(&device));
+  DeviceSmem& d = by_device[device];
+  if (d.optin == 0) {
+    LAGSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&d.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  }
+  return d;
+}
+
 template <bool kAdd>
 void launch(const Work& p, int32_t grid, cudaStream_t stream) {
-  // Once per process (one device): more than 48 KiB of dynamic shared memory.
-  static const bool configured = [] {
-    LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(gemm_rows_kernel<kAdd>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem_bytes(kMaxK))));
-    return true;
-  }();
-  (void)configured;
-  launch_pdl(gemm_rows_kernel<kAdd>, dim3(grid), dim3(kThreads), smem_bytes(p.K), stream, p);
+  const size_t smem = smem_bytes(p.K);
+  {
+    std::unique_lock<std::mutex> lock;
+    DeviceSmem& d = device_smem(lock);
+    if (d.allowed[kAdd] < smem) {  // more than 48 KiB needs the kernel's opt-in, on each device
+      LAGSERVE_CUDA_CHECK(cudaFuncSetAttribute(gemm_rows_kernel<kAdd>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem)));
+      d.allowed[kAdd] = smem;
+    }
+  }
+  launch_pdl(gemm_rows_kernel<kAdd>, dim3(grid), dim3(kThreads), smem, stream, p);
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 bool gemm_rows_supports(int64_t N, int64_t K) {
-  return N > 0 && K > 0 && N % 16 == 0 && K % kUnitK == 0 && K <= kMaxK && N <= (1LL << 30);
+  if (N <= 0 || K <= 0 || N % 16 != 0 || K % kUnitK != 0 || K > kMaxK || N > (1LL << 24)) return false;
+  std::unique_lock<std::mutex> lock;
+  return smem_bytes(K) <= static_cast<size_t>(device_smem(lock).optin);
 }
 
 void gemm_rows_bf16(const bf16* a, int64_t lda, const bf16* w, float* y, int64_t ldy, int64_t M,

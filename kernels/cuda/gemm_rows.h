@@ -19,8 +19,10 @@
 
 namespace lagserve::kernels::cuda {
 
-// Whether gemm_rows_bf16 takes this shape: N a multiple of 16, K a multiple
-// of 64 and at most 2,048 (the rows are staged whole in shared memory).
+// Whether gemm_rows_bf16 takes this shape on the current device: N a
+// multiple of 16 (at most 2^24), K a multiple of 64 and at most 2,048 (the
+// rows are staged whole in shared memory: up to 162 KiB, which the device
+// must allow a block).
 bool gemm_rows_supports(int64_t N, int64_t K);
 
 // a: [M, lda] bf16 (lda a multiple of 8, 16-byte aligned); w: [N, K] bf16;

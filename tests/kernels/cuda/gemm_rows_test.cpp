@@ -40,7 +40,8 @@ TEST_P(GemmRows, MatchesDoubleProduct) {
       const int lda = s.K + 8, ldy = s.N + 3;  // strided: the gaps must stay as they were
       const std::vector<float> a = round_bf16(random_vec(static_cast<size_t>(M) * lda, rng));
       const std::vector<float> w = round_bf16(random_vec(static_cast<size_t>(s.N) * s.K, rng, 0.05f));
-      std::vector<float> y0(static_cast<size_t>(M) * ldy, NAN);
+      // Two rows past M: a write there would be out of bounds for the caller.
+      std::vector<float> y0(static_cast<size_t>(M + 2) * ldy, NAN);
       if (add) {
         for (int r = 0; r < M; ++r) {
           for (int n = 0; n < s.N; ++n) y0[static_cast<size_t>(r) * ldy + n] = static_cast<float>(rng() % 1000) / 250.f - 2.f;
@@ -51,11 +52,11 @@ TEST_P(GemmRows, MatchesDoubleProduct) {
       gemm_rows_bf16(ga.get(), lda, gw.get(), gy.get(), ldy, M, s.N, s.K, add, s.sm_count, nullptr);
       const std::vector<float> got = gy.download();
       double worst = 0;
-      for (int r = 0; r < M; ++r) {
+      for (int r = 0; r < M + 2; ++r) {
         for (int n = 0; n < ldy; ++n) {
           const size_t i = static_cast<size_t>(r) * ldy + n;
-          if (n >= s.N) {
-            ASSERT_TRUE(std::isnan(got[i])) << "row " << r << " gap column " << n << " written";
+          if (n >= s.N || r >= M) {
+            ASSERT_TRUE(std::isnan(got[i])) << "row " << r << " column " << n << " (outside the output) written";
             continue;
           }
           double ref = add ? y0[i] : 0.0, mag = std::fabs(ref);
@@ -82,6 +83,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{1536, 2048, 7},     // many tiles a block, runs across tiles
                       Shape{96, 64, 1000},      // more SMs than tiles; one unit of K
                       Shape{176, 320, 3},       // a small shape on 3 SMs
+                      Shape{16, 192, 1},        // 3 units for 8 warps: empty runs inside a shared tile
+                      Shape{48, 128, 1},        // 6 units, 2 a tile: runs that start and end inside tiles
                       Shape{4096, 2048, 132}));  // the largest K
 
 // A row's outputs do not depend on the rows beside it or on M; launches on a
