@@ -34,7 +34,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 32;     // rows per launch: 4 n8 tiles of the mma
 constexpr int kUnitK = 64;    // K of a unit
-constexpr int kDepth = 4;     // units of weights in flight per warp
+constexpr int kDepth = 8;     // units of weights in flight per warp (16 KB; 128 KB an SM)
 constexpr int kMaxK = 2048;
 // bf16 of padding after each staged row (64 bytes): rows g and g + 1, read
 // in the same load phase, land in different halves of the banks.
@@ -89,20 +89,29 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
   const int32_t U = (tile_begin(blockIdx.x + 1LL, n_tiles, gridDim.x) - tb) * C;
   const int32_t u0 = run_begin(warp, U), u1 = run_begin(warp + 1, U);
 
-  auto load = [&](int32_t u, uint4 (&q)[4]) {
-    const int64_t f = static_cast<int64_t>(tb + u / C) * 16 + g;
-    const bf16* w0 = p.w + f * p.K + (u % C) * kUnitK + 8 * t;
-    const bf16* w1 = w0 + 8LL * p.K;
-    q[0] = ldw16(w0);
-    q[1] = ldw16(w0 + 32);
-    q[2] = ldw16(w1);
-    q[3] = ldw16(w1 + 32);
+  const int32_t n = u1 - u0;  // units of this warp's run
+  // The run's units are loaded in order: lw points at the next one's
+  // elements of row g (row g + 8 is 8 K further), lc is its unit in its tile.
+  int32_t lc = u0 % C;
+  const bf16* lw = p.w + (static_cast<int64_t>(tb + u0 / C) * 16 + g) * p.K + lc * kUnitK + 8 * t;
+  const int64_t next_tile = 16LL * p.K - static_cast<int64_t>(C - 1) * kUnitK;
+  auto load_next = [&](uint4 (&q)[4]) {
+    q[0] = ldw16(lw);
+    q[1] = ldw16(lw + 32);
+    q[2] = ldw16(lw + 8LL * p.K);
+    q[3] = ldw16(lw + 8LL * p.K + 32);
+    if (++lc == C) {
+      lc = 0;
+      lw += next_tile;
+    } else {
+      lw += kUnitK;
+    }
   };
   // Weights only until pdl_wait: the kernel before may still be writing the rows.
   uint4 ring[kDepth][4];
 #pragma unroll
   for (int j = 0; j < kDepth; ++j) {
-    if (u0 + j < u1) load(u0 + j, ring[j]);
+    if (j < n) load_next(ring[j]);
   }
   pdl_wait();
   {
@@ -147,14 +156,16 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
   };
 
   clear();
-  // Unit u sits in ring slot (u - u0) % kDepth; unrolled by kDepth so that
-  // every slot index is a constant (registers, not local memory).
-  for (int32_t u = u0; u < u1; u += kDepth) {
+  // The unit being computed: unit cc of block tile ct.
+  int32_t ct = u0 / C, cc = u0 % C;
+  // The run's i-th unit sits in ring slot i % kDepth; unrolled by kDepth so
+  // that every slot index is a constant (registers, not local memory).
+  for (int32_t i0 = 0; i0 < n; i0 += kDepth) {
 #pragma unroll
     for (int j = 0; j < kDepth; ++j) {
-      const int32_t uu = u + j;
-      if (uu < u1) {
-        const int32_t k = (uu % C) * kUnitK + 8 * t;
+      const int32_t i = i0 + j;
+      if (i < n) {
+        const int32_t k = cc * kUnitK + 8 * t;
         uint32_t xw[4][8];
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
@@ -171,10 +182,11 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_rows_kernel(Work p) {
 #pragma unroll
           for (int nt = 0; nt < 4; ++nt) mma_bf16(acc[nt], af, xw[nt][2 * s], xw[nt][2 * s + 1]);
         }
-        if (uu + kDepth < u1) load(uu + kDepth, ring[j]);
-        if ((uu + 1) % C == 0 || uu + 1 == u1) {
-          flush(uu / C);
+        if (i + kDepth < n) load_next(ring[j]);
+        if (++cc == C || i + 1 == n) {
+          flush(ct);
           clear();
+          if (cc == C) cc = 0, ++ct;
         }
       }
     }
