@@ -2,9 +2,8 @@
 // the streaming kernel (gemv_stream_bf16, up to 8 rows), the tensor-core one
 // (gemv_bf16; for the normalised inputs both with fp32 rows normalised on the
 // fly and, as "mma bf16", with bf16 rows normalised before, the RMSNorm's
-// time not counted), cuBLAS and gemm_rows_bf16 (each the GEMM alone, bf16
-// rows in, none of the fused ops; gemm_rows where K <= 2,048), on the layer
-// shapes of a model (default: Qwen2.5-1.5B). The
+// time not counted) and cuBLAS (the GEMM alone, bf16 rows in, none of the
+// fused ops), on the layer shapes of a model (default: Qwen2.5-1.5B). The
 // last column times each of cuBLASLt's heuristic candidates for the same
 // GEMM (up to --lt-algos) and gives the fastest, with its rank in cuBLASLt's
 // order (0: the one cublasGemmEx takes, as a rule); --lt-sweep adds a line
@@ -32,7 +31,6 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemm_lt.h"
-#include "kernels/cuda/gemm_rows.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/rmsnorm.h"
 
@@ -266,8 +264,8 @@ int main(int argc, char** argv) {
     return 1e3 * ms / iters;
   };
 
-  std::printf("%-15s %4s  %20s  %20s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
-              "mma bf16 us (GB/s)", "cublas us (GB/s)", "gemm_rows us (GB/s)");
+  std::printf("%-15s %4s  %20s  %20s  %20s  %20s\n", "product", "rows", "stream us (GB/s)", "mma us (GB/s)",
+              "mma bf16 us (GB/s)", "cublas us (GB/s)");
   std::printf("    (then: cublasLt fastest candidate us (GB/s) [rank/candidates])\n");
   for (const Product& p : products) {
     const double bytes = static_cast<double>(p.N) * p.K * sizeof(bf16);
@@ -316,10 +314,6 @@ int main(int argc, char** argv) {
       const double t_mma_bf16 =
           p.norm ? time([&](const bf16* wc) { kc::gemv_bf16(wc, p.N, p.K, bf16_in, out, m, scratch, sms, st); }) : -1;
       const double t_blas = time([&](const bf16* wc) { kc::gemm_bf16_nt(blas, x, wc, y, m, p.N, p.K, false); });
-      const double t_rows =
-          kc::gemm_rows_supports(p.N, p.K)
-              ? time([&](const bf16* wc) { kc::gemm_rows_bf16(x, p.K, wc, y, p.N, m, p.N, p.K, false, sms, st); })
-              : -1;
       auto cell = [&](double us) {
         char buf[32];
         if (us < 0) return std::string("-");
@@ -376,9 +370,9 @@ int main(int argc, char** argv) {
         }
         cublasLtMatmulPreferenceDestroy(pref);
       }
-      std::printf("%-15s %4d  %20s  %20s  %20s  %20s  %20s  %20s [%d/%d]\n", p.name.c_str(), m,
-                  cell(t_stream).c_str(), cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str(),
-                  cell(t_rows).c_str(), cell(t_lt).c_str(), lt_best, lt_n);
+      std::printf("%-15s %4d  %20s  %20s  %20s  %20s  %20s [%d/%d]\n", p.name.c_str(), m, cell(t_stream).c_str(),
+                  cell(t_mma).c_str(), cell(t_mma_bf16).c_str(), cell(t_blas).c_str(), cell(t_lt).c_str(),
+                  lt_best, lt_n);
     }
     for (bf16* c : w) LAGSERVE_CUDA_CHECK(cudaFree(c));
     LAGSERVE_CUDA_CHECK(cudaFree(ws));

@@ -68,6 +68,16 @@ __device__ __forceinline__ uint2 ldw8(const void* p) {
   return v;
 }
 
+__device__ __forceinline__ uint32_t word(const uint4& a, const uint4& b, int i) {
+  const uint4& v = i < 4 ? a : b;
+  switch (i & 3) {
+    case 0: return v.x;
+    case 1: return v.y;
+    case 2: return v.z;
+    default: return v.w;
+  }
+}
+
 // The two tiles of pair p: features base..base+15 and base+off..base+off+15.
 template <GemvEpilogue kOut>
 __device__ __forceinline__ void pair_features(const Args& a, int p, int& base, int& off) {

@@ -1,5 +1,5 @@
-// Internal to the skinny GEMMs (gemv.cu, gemv_stream.cu, gemm_rows.cu): what
-// the kernels share.
+// Internal to the skinny GEMMs (gemv.cu, gemv_stream.cu): what both kernels
+// share.
 #pragma once
 
 #include <cstdint>
@@ -8,18 +8,6 @@
 #include "kernels/cuda/gemv.h"
 
 namespace lagserve::kernels::cuda {
-
-// Word i (0..7) of the 8 words in a and b: the packed bf16 pairs of 16
-// elements that two 16-byte loads brought.
-__device__ __forceinline__ uint32_t word(const uint4& a, const uint4& b, int i) {
-  const uint4& v = i < 4 ? a : b;
-  switch (i & 3) {
-    case 0: return v.x;
-    case 1: return v.y;
-    case 2: return v.z;
-    default: return v.w;
-  }
-}
 
 // Weights: read once, so they bypass L1.
 // NOTE: volatile, or the compiler takes the asm for a pure function of its

@@ -11,8 +11,6 @@ namespace lagserve::kernels::cuda {
 
 // y[r, :] = x[src_row, :] / rms(x[src_row, :]) * weight, with src_row = rows[r]
 // (or r when rows is null). x fp32 [*, dim], y bf16 [n_rows, dim].
-// A kernel launched after it with launch_pdl (kernels/cuda/pdl.h) may start
-// while it runs.
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, bf16* y, int64_t n_rows,
              int64_t dim, float eps, cudaStream_t stream);
 

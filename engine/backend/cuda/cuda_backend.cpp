@@ -37,11 +37,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
   prefill_supported_ = cfg_.head_dim == 64 || cfg_.head_dim == 128;
   const char* env = std::getenv("LAGSERVE_CUDA_GRAPHS");
   use_graphs_ = opt_.cuda_graphs && !(env != nullptr && std::string(env) == "0");
-  if (const char* renv = std::getenv("LAGSERVE_CUDA_GEMM_ROWS"); renv != nullptr) {
-    const std::string v = renv;
-    if (v != "0" && v != "1") return absl::InvalidArgumentError("LAGSERVE_CUDA_GEMM_ROWS is 0 or 1, not '" + v + "'");
-    gemm_rows_ = v == "1";
-  }
   {
     const char* genv = std::getenv("LAGSERVE_CUDA_GEMV");
     const int64_t d = cfg_.d_model, q_dim = cfg_.q_dim(), ff = cfg_.d_ff;

@@ -145,11 +145,6 @@ class CudaBackend final : public Backend {
     return {gemv_ws_.get(), static_cast<int64_t>(gemv_ws_.size()), gemv_counters_.get(),
             static_cast<int64_t>(gemv_counters_.size())};
   }
-  // With LAGSERVE_CUDA_GEMM_ROWS=1, up to 32 rows outside the skinny GEMMs
-  // (a decode batch of 9 to 32 sequences, say) take kernels/cuda/gemm_rows.h
-  // where it has the shape (K up to 2,048: not the FFN's down), cuBLAS
-  // otherwise. Off by default until measured on a GPU.
-  bool gemm_rows_ = false;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 

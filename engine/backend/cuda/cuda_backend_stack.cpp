@@ -8,7 +8,6 @@
 #include "engine/backend/cuda/tp_comm.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
-#include "kernels/cuda/gemm_rows.h"
 #include "kernels/cuda/kv_compact.h"
 #include "kernels/cuda/lag_score.h"
 #include "kernels/cuda/lag_select.h"
@@ -59,15 +58,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       kc::gemv_bf16(w, N, K, in, out, rows, scratch, sm_count_, st);
     }
   };
-  // y (+)= a w^T for the rows the skinny GEMMs do not take (a, y contiguous).
-  auto gemm = [&](const bf16* a_rows, const bf16* w, float* y, int64_t M, int64_t N, int64_t K, bool add) {
-    if (gemm_rows_ && M <= 32 && kc::gemm_rows_supports(N, K) && reinterpret_cast<uintptr_t>(a_rows) % 16 == 0 &&
-        K % 8 == 0) {
-      kc::gemm_rows_bf16(a_rows, K, w, y, N, M, N, K, add, sm_count_, st);
-    } else {
-      kc::gemm_bf16_nt(blas_.get(), a_rows, w, y, M, N, K, add);
-    }
-  };
   auto normed = [&](const float* weight) {
     kc::GemvInput in;
     in.x_norm = x_.get();
@@ -107,7 +97,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     }
     if (C > 0) {
       kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      gemm(h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
       kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
                          dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
     }
@@ -171,12 +161,14 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim, add_residual);
+      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
+                       add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      gemm(h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
       kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
-      gemm(act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff, add_residual);
+      kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
+                       add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
     }
   }
@@ -186,7 +178,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   if (n_rows > G) {
     kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
-    gemm(h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
+    kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
   }
   if (G > 0) {
     kc::GemvInput in = normed(out_norm_.get());
