@@ -19,11 +19,14 @@
 
 #include "engine/backend/cuda/tp_comm.h"
 #include "engine/model/model_shard.h"
+#include "tests/engine/backend/agreement.h"
 #include "tests/engine/backend/engine_incremental.h"
 #include "tests/engine/cuda/require_gpu.h"
 
 namespace lagserve {
 namespace {
+
+using testing_util::argmax;
 
 using testing_util::engine_forward;
 using testing_util::ForwardRun;
@@ -50,10 +53,6 @@ std::unique_ptr<backend::Backend> plain_backend(const model::Model& m, int64_t c
   auto be = backend::make_cuda_backend(m, options(cache_mb));
   EXPECT_TRUE(be.ok()) << be.status();
   return be.ok() ? std::move(*be) : nullptr;
-}
-
-int argmax(const std::vector<float>& v) {
-  return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
 std::unique_ptr<model::Model> default_model() {
