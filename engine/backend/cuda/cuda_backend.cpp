@@ -76,6 +76,16 @@ absl::Status CudaBackend::init(const model::Model& model) {
       LAGSERVE_CUDA_CHECK(cudaMemsetAsync(gemv_counters_.get(), 0, counters * sizeof(int32_t), stream_.get()));
     }
   }
+  if (const char* penv = std::getenv("LAGSERVE_CUDA_L2_PREFETCH_MB"); penv != nullptr) {
+    const std::string v = penv;
+    int64_t mb = -1;
+    if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos) mb = std::stoll(v);
+    if (mb < 0) {
+      return absl::InvalidArgumentError("LAGSERVE_CUDA_L2_PREFETCH_MB is a whole number of MiB (0: off), not '" +
+                                        v + "'");
+    }
+    l2_prefetch_bytes_ = mb << 20;
+  }
   if (opt_.tp_comm != nullptr) {
     // NOTE: the skinny GEMMs' add epilogue would need a store variant for
     // ranks > 0; tensor parallelism serves large models at batch, cuBLAS's case.
@@ -428,6 +438,13 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
 }
 
 }  // namespace cuda_impl
+
+bool set_cuda_l2_prefetch_bytes(Backend& backend, int64_t bytes) {
+  auto* be = dynamic_cast<cuda_impl::CudaBackend*>(&backend);
+  if (be == nullptr || bytes < 0) return false;
+  be->set_l2_prefetch_bytes(bytes);
+  return true;
+}
 
 bool cuda_available() {
   int n = 0;
