@@ -291,8 +291,8 @@ decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
   pdl_wait();
   // After the wait: asked for earlier, the weights would share the L2 with
   // the partial kernel's keys streaming past.
-  l2_prefetch(ahead, (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x,
-              static_cast<int64_t>(gridDim.x) * gridDim.y * blockDim.x);
+  l2_prefetch(ahead, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x,
+              static_cast<int64_t>(gridDim.x) * gridDim.y);
   const int32_t h = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int32_t c = tid % kC, part = tid / kC;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;

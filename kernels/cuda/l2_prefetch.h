@@ -47,15 +47,18 @@ inline L2Prefetch l2_prefetch_rows(const void* base, int64_t rows, int64_t row_b
 
 #ifdef __CUDACC__
 // Bytes per prefetch instruction when the whole matrix is asked for.
-constexpr int64_t kL2PrefetchChunk = 16 * 1024;
+constexpr int64_t kL2PrefetchChunk = 8 * 1024;
 
-// Issues this worker's share of p (worker in [0, n_workers)): whole chunks
-// of a contiguous matrix, else one row's prefix per instruction. A no-op
+// Issues block `block` of n_blocks' share of p, every thread of the block
+// taking part: whole chunks of a contiguous matrix, else one row's prefix per
+// instruction, dealt to the blocks in turn (chunk i to block i % n_blocks),
+// so that a small matrix still goes through many SMs' copy units. A no-op
 // below sm_90.
-__device__ __forceinline__ void l2_prefetch(const L2Prefetch& p, int64_t worker, int64_t n_workers) {
+__device__ __forceinline__ void l2_prefetch(const L2Prefetch& p, int64_t block, int64_t n_blocks) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (p.base == nullptr) return;
   const auto base = static_cast<uint64_t>(__cvta_generic_to_global(p.base));
+  const int64_t worker = threadIdx.x * n_blocks + block, n_workers = blockDim.x * n_blocks;
   if (p.prefix_bytes == p.row_bytes) {
     const int64_t total = p.rows * p.row_bytes;
     for (int64_t off = worker * kL2PrefetchChunk; off < total; off += n_workers * kL2PrefetchChunk) {

@@ -33,7 +33,7 @@ template <int kPer>
 __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
                                    int32_t n4, float eps, L2Prefetch ahead) {
   const int64_t r = blockIdx.x;
-  l2_prefetch(ahead, r * blockDim.x + threadIdx.x, static_cast<int64_t>(gridDim.x) * blockDim.x);
+  l2_prefetch(ahead, r, gridDim.x);
   const float4* xr = reinterpret_cast<const float4*>(x + (rows != nullptr ? rows[r] : r) * 4LL * n4);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
   float4 v[kPer], w[kPer];
@@ -64,7 +64,7 @@ __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const fl
 __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
                                int64_t dim, float eps, L2Prefetch ahead) {
   const int64_t r = blockIdx.x;
-  l2_prefetch(ahead, r * blockDim.x + threadIdx.x, static_cast<int64_t>(gridDim.x) * blockDim.x);
+  l2_prefetch(ahead, r, gridDim.x);
   const float* xr = x + (rows != nullptr ? rows[r] : r) * dim;
   float ss = 0.f;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];

@@ -13,7 +13,7 @@ __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f +
 
 __global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_t d_ff, L2Prefetch ahead) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  l2_prefetch(ahead, e, static_cast<int64_t>(gridDim.x) * blockDim.x);
+  l2_prefetch(ahead, blockIdx.x, gridDim.x);
   if (e >= n) return;
   const int64_t r = e / d_ff, i = e % d_ff;
   out[e] = __float2bfloat16(silu_mul(gate_up[r * 2 * d_ff + i], gate_up[r * 2 * d_ff + d_ff + i]));
@@ -23,7 +23,7 @@ __global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_
 // one of up.
 __global__ void swiglu4_kernel(const float* gate_up, bf16* out, int64_t n4, int64_t ff4, L2Prefetch ahead) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  l2_prefetch(ahead, e, static_cast<int64_t>(gridDim.x) * blockDim.x);
+  l2_prefetch(ahead, blockIdx.x, gridDim.x);
   if (e >= n4) return;
   const int64_t r = e / ff4, i = e % ff4;
   const float4* row = reinterpret_cast<const float4*>(gate_up) + r * 2 * ff4;
