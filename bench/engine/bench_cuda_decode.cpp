@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   app.add_option("--l2-prefetch-mb", l2_mb,
                  "L2 prefetch budgets (MiB) to compare: after each prefill, two rounds of `steps` steps "
                  "under each in turn")
+      ->delimiter(',')
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
@@ -157,7 +158,6 @@ int main(int argc, char** argv) {
     // Greedy, sampled on the device as the server does: only the tokens come back.
     backend::DeviceSampling greedy;
     greedy.temperature = 0.f;
-    std::vector<Result> phase_results;
     for (const int mb : phases) {
       if (mb >= 0 && !backend::set_cuda_l2_prefetch_bytes(B, static_cast<int64_t>(mb) << 20)) {
         die(absl::InvalidArgumentError("--l2-prefetch-mb needs the plain CUDA backend"));
