@@ -9,8 +9,6 @@
 
 #include <cstdint>
 
-#include <cuda_runtime.h>
-
 namespace lagserve::kernels::cuda {
 
 // The first prefix_bytes of each of the rows of a row-major matrix whose rows
