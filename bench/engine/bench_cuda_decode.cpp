@@ -179,7 +179,8 @@ int main(int argc, char** argv) {
           const auto& q = sb.seqs.back();
           compacts = compacts || q.compressed_after > q.compressed_before;
           for (int32_t l = 0; l < cfg.n_layers; ++l) {
-            kv_bytes += static_cast<double>((q.compressed_layer(l) ? q.lag_cache_len : q.cache_len) + 1) * kv_token_layer;
+            const int32_t len = q.compressed_layer(l) ? q.lag_cache_len : q.cache_len;
+            kv_bytes += static_cast<double>(len + 1) * kv_token_layer;
           }
         }
         const double t0 = now_s();

@@ -76,13 +76,13 @@ absl::Status CudaBackend::init(const model::Model& model) {
       LAGSERVE_CUDA_CHECK(cudaMemsetAsync(gemv_counters_.get(), 0, counters * sizeof(int32_t), stream_.get()));
     }
   }
-  if (const char* penv = std::getenv("LAGSERVE_CUDA_L2_PREFETCH_MB"); penv != nullptr) {
+  if (const char* penv = std::getenv("LAGSERVE_CUDA_L2_PREFETCH_MB"); penv != nullptr && *penv != '\0') {
     const std::string v = penv;
     int64_t mb = -1;
-    if (!v.empty() && v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos) mb = std::stoll(v);
+    if (v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos) mb = std::stoll(v);
     if (mb < 0) {
-      return absl::InvalidArgumentError("LAGSERVE_CUDA_L2_PREFETCH_MB is a whole number of MiB (0: off), not '" +
-                                        v + "'");
+      return absl::InvalidArgumentError(
+          "LAGSERVE_CUDA_L2_PREFETCH_MB is a whole number of MiB up to 999999 (0: off), not '" + v + "'");
     }
     l2_prefetch_bytes_ = mb << 20;
   }
