@@ -78,13 +78,11 @@ absl::Status CudaBackend::init(const model::Model& model) {
   }
   if (const char* penv = std::getenv("LAGSERVE_CUDA_L2_PREFETCH_MB"); penv != nullptr && *penv != '\0') {
     const std::string v = penv;
-    int64_t mb = -1;
-    if (v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos) mb = std::stoll(v);
-    if (mb < 0) {
+    if (v.size() > 6 || v.find_first_not_of("0123456789") != std::string::npos) {
       return absl::InvalidArgumentError(
           "LAGSERVE_CUDA_L2_PREFETCH_MB is a whole number of MiB up to 999999 (0: off), not '" + v + "'");
     }
-    l2_prefetch_bytes_ = mb << 20;
+    l2_prefetch_bytes_ = std::stoll(v) << 20;
   }
   if (opt_.tp_comm != nullptr) {
     // NOTE: the skinny GEMMs' add epilogue would need a store variant for
