@@ -439,9 +439,8 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
 
 bool set_cuda_l2_prefetch_bytes(Backend& backend, int64_t bytes) {
   auto* be = dynamic_cast<cuda_impl::CudaBackend*>(&backend);
-  if (be == nullptr || bytes < 0) return false;
-  be->set_l2_prefetch_bytes(bytes);
-  return true;
+  if (be != nullptr && bytes >= 0) be->set_l2_prefetch_bytes(bytes);
+  return be != nullptr && bytes >= 0;
 }
 
 bool cuda_available() {
