@@ -151,9 +151,8 @@ class CudaBackend final : public Backend {
   }
   // Bytes of each cuBLAS product's weights that the kernel before it asks
   // the L2 for (kernels/cuda/l2_prefetch.h), in steps whose rows all take
-  // cuBLAS; 0: none. LAGSERVE_CUDA_L2_PREFETCH_MB sets it.
-  int64_t l2_prefetch_bytes_ = kL2PrefetchDefaultMb << 20;
-  static constexpr int64_t kL2PrefetchDefaultMb = 0;
+  // cuBLAS; 0 (none) until measured. LAGSERVE_CUDA_L2_PREFETCH_MB sets it.
+  int64_t l2_prefetch_bytes_ = 0;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 
