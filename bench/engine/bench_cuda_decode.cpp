@@ -12,9 +12,7 @@
 // a share of --hbm-tbs, the mean time of the steps with a compaction against
 // those without (the amortised cost of LagKV), and the cache's capacity in
 // sequences of context + steps tokens. --tensor-parallel-size N shards the
-// model over GPUs 0..N-1 (the roofline is then N GPUs'). --l2-prefetch-mb
-// 0,16 times the steps under each L2 prefetch budget in turn, twice, on the
-// same sequences (kernels/cuda/l2_prefetch.h).
+// model over GPUs 0..N-1 (the roofline is then N GPUs').
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -60,7 +58,6 @@ int main(int argc, char** argv) {
   int batch = 32, context = 32768, steps = 256, chunk = 8192;
   double util = 0.9, hbm_tbs = 4.25;
   int tp_size = 0;  // 0: the plain backend; N >= 1: the tensor-parallel one
-  std::vector<int> l2_mb;
   app.add_option("--model", model_path);
   app.add_option("--batch", batch);
   app.add_option("--context", context);
@@ -71,11 +68,6 @@ int main(int argc, char** argv) {
   app.add_option("--gpu-memory-utilization", util);
   app.add_option("--hbm-tbs", hbm_tbs, "HBM bandwidth for the roofline (TB/s)");
   app.add_option("--tensor-parallel-size", tp_size, "shard over N GPUs (0: no tensor parallelism)");
-  app.add_option("--l2-prefetch-mb", l2_mb,
-                 "L2 prefetch budgets (MiB) to compare: after each prefill, two rounds of `steps` steps "
-                 "under each in turn")
-      ->delimiter(',')
-      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   auto model = model::load_model(model_path);
@@ -148,74 +140,60 @@ int main(int argc, char** argv) {
     r.prefill_tok_s = static_cast<double>(batch) * context / (now_s() - t_pre);
     const int32_t blocks_one = seqs[0].n_blocks();
 
-    // Decode: every sequence one token per step, `steps` steps a phase; one
-    // phase, or with --l2-prefetch-mb two rounds of a phase per setting.
-    std::vector<int> phases = {-1};
-    if (!l2_mb.empty()) {
-      phases.clear();
-      for (int round = 0; round < 2; ++round) phases.insert(phases.end(), l2_mb.begin(), l2_mb.end());
-    }
+    // Decode: every sequence one token per step.
+    double total = 0, compact_t = 0, plain_t = 0, kv_bytes = 0;
+    int n_compact = 0, n_plain = 0;
     // Greedy, sampled on the device as the server does: only the tokens come back.
     backend::DeviceSampling greedy;
     greedy.temperature = 0.f;
-    for (const int mb : phases) {
-      if (mb >= 0 && !backend::set_cuda_l2_prefetch_bytes(B, static_cast<int64_t>(mb) << 20)) {
-        die(absl::InvalidArgumentError("--l2-prefetch-mb needs the plain CUDA backend"));
+    // Profilers started with profiling off (ncu --profile-from-start off) see the decode steps only.
+    LAGSERVE_CUDA_CHECK(cudaProfilerStart());
+    for (int s = 0; s < steps; ++s) {
+      backend::StepBatch sb;
+      bool compacts = false;
+      for (int b = 0; b < batch; ++b) {
+        if (auto st = seqs[b].reserve(pool, 1); !st.ok()) die(st);
       }
-      double total = 0, compact_t = 0, plain_t = 0, kv_bytes = 0;
-      int n_compact = 0, n_plain = 0;
-      // Profilers started with profiling off (ncu --profile-from-start off) see the decode steps only.
-      LAGSERVE_CUDA_CHECK(cudaProfilerStart());
-      for (int s = 0; s < steps; ++s) {
-        backend::StepBatch sb;
-        bool compacts = false;
-        for (int b = 0; b < batch; ++b) {
-          if (auto st = seqs[b].reserve(pool, 1); !st.ok()) die(st);
+      for (int b = 0; b < batch; ++b) {
+        sb.seqs.push_back(backend::SequenceStep::from_cache(seqs[b], std::span(&next[b], 1)));
+        sb.seqs.back().sampling = &greedy;
+        sb.seqs.back().need_logits = false;
+        const auto& q = sb.seqs.back();
+        compacts = compacts || q.compressed_after > q.compressed_before;
+        for (int32_t l = 0; l < cfg.n_layers; ++l) {
+          kv_bytes += static_cast<double>((q.compressed_layer(l) ? q.lag_cache_len : q.cache_len) + 1) * kv_token_layer;
         }
-        for (int b = 0; b < batch; ++b) {
-          sb.seqs.push_back(backend::SequenceStep::from_cache(seqs[b], std::span(&next[b], 1)));
-          sb.seqs.back().sampling = &greedy;
-          sb.seqs.back().need_logits = false;
-          const auto& q = sb.seqs.back();
-          compacts = compacts || q.compressed_after > q.compressed_before;
-          for (int32_t l = 0; l < cfg.n_layers; ++l) {
-            const int32_t len = q.compressed_layer(l) ? q.lag_cache_len : q.cache_len;
-            kv_bytes += static_cast<double>(len + 1) * kv_token_layer;
-          }
-        }
-        const double t0 = now_s();
-        auto out = B.step(sb);
-        const double dt = now_s() - t0;
-        if (!out.ok()) die(out.status());
-        for (int b = 0; b < batch; ++b) {
-          seqs[b].advance(pool, 1);
-          next[b] = out->tokens[b];
-        }
-        total += dt;
-        (compacts ? compact_t : plain_t) += dt;
-        (compacts ? n_compact : n_plain) += 1;
       }
-      LAGSERVE_CUDA_CHECK(cudaProfilerStop());
-      Result p = r;
-      if (mb >= 0) p.policy += " (L2 prefetch " + std::to_string(mb) + " MiB)";
-      p.step_ms = total / steps * 1e3;
-      p.tok_s = batch * steps / total;
-      const double bytes_per_step = weight_bytes + kv_bytes / steps;
-      p.roofline_pct = 100.0 * (bytes_per_step / (n_gpus * hbm_tbs * 1e12)) / (total / steps);
-      p.compact_step_ms = n_compact > 0 ? compact_t / n_compact * 1e3 : 0;
-      p.plain_step_ms = n_plain > 0 ? plain_t / n_plain * 1e3 : 0;
-      p.capacity = static_cast<double>(B.n_blocks() - 1) /
-                   kv::SequenceCache::blocks_for(*pol, cfg.n_layers, B.block_size(), context + steps);
-      std::printf("policy %s: prefill %.0f tok/s; decode %.3f ms/step, %.0f tok/s, %.1f%% of the HBM roofline "
-                  "(%.2f GB read per step); steps with compaction %d (%.3f ms) vs without %d (%.3f ms); "
-                  "one sequence holds %d blocks after prefill; capacity %.1f sequences of %d tokens\n",
-                  p.policy.c_str(), p.prefill_tok_s, p.step_ms, p.tok_s, p.roofline_pct, bytes_per_step / 1e9,
-                  n_compact, p.compact_step_ms, n_plain, p.plain_step_ms, blocks_one, p.capacity,
-                  context + steps);
-      std::fflush(stdout);
-      results.push_back(p);
+      const double t0 = now_s();
+      auto out = B.step(sb);
+      const double dt = now_s() - t0;
+      if (!out.ok()) die(out.status());
+      for (int b = 0; b < batch; ++b) {
+        seqs[b].advance(pool, 1);
+        next[b] = out->tokens[b];
+      }
+      total += dt;
+      (compacts ? compact_t : plain_t) += dt;
+      (compacts ? n_compact : n_plain) += 1;
     }
+    LAGSERVE_CUDA_CHECK(cudaProfilerStop());
+    r.step_ms = total / steps * 1e3;
+    r.tok_s = batch * steps / total;
+    const double bytes_per_step = weight_bytes + kv_bytes / steps;
+    r.roofline_pct = 100.0 * (bytes_per_step / (n_gpus * hbm_tbs * 1e12)) / (total / steps);
+    r.compact_step_ms = n_compact > 0 ? compact_t / n_compact * 1e3 : 0;
+    r.plain_step_ms = n_plain > 0 ? plain_t / n_plain * 1e3 : 0;
+    r.capacity = static_cast<double>(B.n_blocks() - 1) /
+                 kv::SequenceCache::blocks_for(*pol, cfg.n_layers, B.block_size(), context + steps);
+    std::printf("policy %s: prefill %.0f tok/s; decode %.3f ms/step, %.0f tok/s, %.1f%% of the HBM roofline "
+                "(%.2f GB read per step); steps with compaction %d (%.3f ms) vs without %d (%.3f ms); "
+                "one sequence holds %d blocks after prefill; capacity %.1f sequences of %d tokens\n",
+                r.policy.c_str(), r.prefill_tok_s, r.step_ms, r.tok_s, r.roofline_pct, bytes_per_step / 1e9,
+                n_compact, r.compact_step_ms, n_plain, r.plain_step_ms, blocks_one, r.capacity,
+                context + steps);
+    std::fflush(stdout);
     for (auto& s : seqs) s.release(pool);
+    results.push_back(r);
   }
   std::printf("\n| policy | batch | context | ms/step | tok/s | HBM roofline | compaction overhead | capacity (seqs) |\n"
               "|---|---|---|---|---|---|---|---|\n");

@@ -283,16 +283,12 @@ template <int D>
 __global__ void __launch_bounds__(merge_threads<D>())
 decode_merge(const DecodeItem* __restrict__ items, bf16* __restrict__ out,
              int64_t out_row_stride, int32_t n_heads, int32_t split_len, int32_t max_splits,
-             const float* __restrict__ ws_acc, const float* __restrict__ ws_ml, L2Prefetch ahead) {
+             const float* __restrict__ ws_acc, const float* __restrict__ ws_ml) {
   constexpr int kT = merge_threads<D>(), kC = kT / kMergeParts, kBatch = 12;
   __shared__ float f_s[kT], part_s[kMergeParts][kC], red[kT / 32];
   pdl_release();
   const DecodeItem item = items[blockIdx.y];  // uploaded before the step: read before pdl_wait
   pdl_wait();
-  // After the wait: asked for earlier, the weights would share the L2 with
-  // the partial kernel's keys streaming past.
-  l2_prefetch(ahead, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x,
-              static_cast<int64_t>(gridDim.x) * gridDim.y);
   const int32_t h = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int32_t c = tid % kC, part = tid / kC;
   const int32_t n_splits = (item.ctx_len + split_len - 1) / split_len;
@@ -359,7 +355,7 @@ template <int D, int G>
 void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items, int32_t n_items,
             const DecodePlan& plan, const float* q, int64_t q_row_stride, bf16* out,
             int64_t out_row_stride, int32_t n_heads, float scale, const uint8_t* selected,
-            float* workspace, cudaStream_t stream, const L2Prefetch& ahead) {
+            float* workspace, cudaStream_t stream) {
   const int64_t acc_floats = static_cast<int64_t>(n_items) * n_heads * plan.max_splits * D;
   float* ws_acc = workspace;
   float* ws_ml = workspace + acc_floats;
@@ -380,7 +376,7 @@ void launch(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* item
   if (plan.max_splits > 1) {
     launch_pdl(decode_merge<D>, dim3(n_heads, n_items), dim3(merge_threads<D>()), 0, stream,
                items, out, out_row_stride, n_heads, plan.split_len, plan.max_splits, ws_acc,
-               ws_ml, ahead);
+               ws_ml);
     LAGSERVE_CUDA_CHECK_LAUNCH();
   }
 }
@@ -389,12 +385,11 @@ template <int D>
 void launch_group(int32_t group, const PagedKvBf16& kv, const int32_t* tables,
                   const DecodeItem* items, int32_t n_items, const DecodePlan& plan, const float* q,
                   int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
-                  float scale, const uint8_t* selected, float* workspace, cudaStream_t stream,
-                  const L2Prefetch& ahead) {
+                  float scale, const uint8_t* selected, float* workspace, cudaStream_t stream) {
 #define LAGSERVE_DECODE_CASE(G)                                                               \
   case G:                                                                                     \
     return launch<D, G>(kv, tables, items, n_items, plan, q, q_row_stride, out, out_row_stride, \
-                        n_heads, scale, selected, workspace, stream, ahead);
+                        n_heads, scale, selected, workspace, stream);
   switch (group) {
     LAGSERVE_DECODE_CASE(1)
     LAGSERVE_DECODE_CASE(2)
@@ -447,21 +442,21 @@ void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const Decode
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
                       float scale, const uint8_t* selected, float* workspace,
-                      cudaStream_t stream, const L2Prefetch& ahead) {
+                      cudaStream_t stream) {
   if (n_items == 0) return;
   const int32_t group = n_heads / kv.n_kv_heads;
   if (kv.head_dim == 16) {
     launch_group<16>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, stream, ahead);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 32) {
     launch_group<32>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, stream, ahead);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 64) {
     launch_group<64>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                     out_row_stride, n_heads, scale, selected, workspace, stream, ahead);
+                     out_row_stride, n_heads, scale, selected, workspace, stream);
   } else if (kv.head_dim == 128) {
     launch_group<128>(group, kv, tables, items, n_items, plan, q, q_row_stride, out,
-                      out_row_stride, n_heads, scale, selected, workspace, stream, ahead);
+                      out_row_stride, n_heads, scale, selected, workspace, stream);
   } else {
     std::fprintf(stderr, "lagserve: decode_attention supports head_dim 16, 32, 64 and 128, got %d\n",
                  kv.head_dim);

@@ -9,7 +9,6 @@
 
 #include <cuda_runtime.h>
 
-#include "kernels/cuda/l2_prefetch.h"
 #include "kernels/cuda/paged_kv.h"
 
 namespace lagserve::kernels::cuda {
@@ -66,13 +65,11 @@ int64_t decode_attention_workspace(const DecodePlan& plan, int32_t n_items, int3
 // A row that sees no key at all gets zeros (never happens in practice: keys
 // before mask_begin are always visible).
 // items, tables and selected are device arrays. head_dim 16, 32, 64 or 128,
-// group size 1..8. ahead: the weights of the product that follows, for the
-// L2 (l2_prefetch.h); the merge kernel asks for them, so a plan of one split
-// does not.
+// group size 1..8.
 void decode_attention(const PagedKvBf16& kv, const int32_t* tables, const DecodeItem* items,
                       int32_t n_items, const DecodePlan& plan, const float* q,
                       int64_t q_row_stride, bf16* out, int64_t out_row_stride, int32_t n_heads,
                       float scale, const uint8_t* selected, float* workspace,
-                      cudaStream_t stream, const L2Prefetch& ahead = {});
+                      cudaStream_t stream);
 
 }  // namespace lagserve::kernels::cuda

@@ -31,9 +31,8 @@ __device__ float block_sum(float v) {
 // not bandwidth).
 template <int kPer>
 __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
-                                   int32_t n4, float eps, L2Prefetch ahead) {
+                                   int32_t n4, float eps) {
   const int64_t r = blockIdx.x;
-  l2_prefetch(ahead, r, gridDim.x);
   const float4* xr = reinterpret_cast<const float4*>(x + (rows != nullptr ? rows[r] : r) * 4LL * n4);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
   float4 v[kPer], w[kPer];
@@ -62,9 +61,8 @@ __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const fl
 
 // Any width: two passes over the row.
 __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
-                               int64_t dim, float eps, L2Prefetch ahead) {
+                               int64_t dim, float eps) {
   const int64_t r = blockIdx.x;
-  l2_prefetch(ahead, r, gridDim.x);
   const float* xr = x + (rows != nullptr ? rows[r] : r) * dim;
   float ss = 0.f;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
@@ -78,15 +76,14 @@ __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float*
 
 template <int kPer>
 void launch_vec(const float* x, const int32_t* rows, const float* weight, bf16* y, int64_t n_rows,
-                int32_t n4, int threads, float eps, cudaStream_t stream, const L2Prefetch& ahead) {
-  rmsnorm_vec_kernel<kPer><<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, weight, y, n4, eps,
-                                                                                  ahead);
+                int32_t n4, int threads, float eps, cudaStream_t stream) {
+  rmsnorm_vec_kernel<kPer><<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, weight, y, n4, eps);
 }
 
 }  // namespace
 
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, bf16* y, int64_t n_rows,
-             int64_t dim, float eps, cudaStream_t stream, const L2Prefetch& ahead) {
+             int64_t dim, float eps, cudaStream_t stream) {
   if (n_rows == 0) return;
   const auto aligned = [](const void* p, uintptr_t to) { return reinterpret_cast<uintptr_t>(p) % to == 0; };
   const int64_t n4 = dim / 4;
@@ -97,16 +94,16 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, bf16* y, 
     const int per = static_cast<int>((n4 + threads - 1) / threads);
     const auto n4i = static_cast<int32_t>(n4);
     if (per == 1) {
-      launch_vec<1>(x, rows, weight, y, n_rows, n4i, threads, eps, stream, ahead);
+      launch_vec<1>(x, rows, weight, y, n_rows, n4i, threads, eps, stream);
     } else if (per == 2) {
-      launch_vec<2>(x, rows, weight, y, n_rows, n4i, threads, eps, stream, ahead);
+      launch_vec<2>(x, rows, weight, y, n_rows, n4i, threads, eps, stream);
     } else if (per <= 4) {
-      launch_vec<4>(x, rows, weight, y, n_rows, n4i, threads, eps, stream, ahead);
+      launch_vec<4>(x, rows, weight, y, n_rows, n4i, threads, eps, stream);
     } else {
-      launch_vec<8>(x, rows, weight, y, n_rows, n4i, threads, eps, stream, ahead);
+      launch_vec<8>(x, rows, weight, y, n_rows, n4i, threads, eps, stream);
     }
   } else {
-    rmsnorm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, rows, weight, y, dim, eps, ahead);
+    rmsnorm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, rows, weight, y, dim, eps);
   }
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }

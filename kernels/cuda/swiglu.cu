@@ -11,9 +11,8 @@ constexpr int kThreads = 256;
 
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
 
-__global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_t d_ff, L2Prefetch ahead) {
+__global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_t d_ff) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  l2_prefetch(ahead, blockIdx.x, gridDim.x);
   if (e >= n) return;
   const int64_t r = e / d_ff, i = e % d_ff;
   out[e] = __float2bfloat16(silu_mul(gate_up[r * 2 * d_ff + i], gate_up[r * 2 * d_ff + d_ff + i]));
@@ -21,9 +20,8 @@ __global__ void swiglu_kernel(const float* gate_up, bf16* out, int64_t n, int64_
 
 // d_ff a multiple of 4: four outputs per thread, from one float4 of gate and
 // one of up.
-__global__ void swiglu4_kernel(const float* gate_up, bf16* out, int64_t n4, int64_t ff4, L2Prefetch ahead) {
+__global__ void swiglu4_kernel(const float* gate_up, bf16* out, int64_t n4, int64_t ff4) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  l2_prefetch(ahead, blockIdx.x, gridDim.x);
   if (e >= n4) return;
   const int64_t r = e / ff4, i = e % ff4;
   const float4* row = reinterpret_cast<const float4*>(gate_up) + r * 2 * ff4;
@@ -35,14 +33,13 @@ __global__ void swiglu4_kernel(const float* gate_up, bf16* out, int64_t n4, int6
 
 }  // namespace
 
-void swiglu(const float* gate_up, bf16* out, int64_t n_rows, int64_t d_ff, cudaStream_t stream,
-            const L2Prefetch& ahead) {
+void swiglu(const float* gate_up, bf16* out, int64_t n_rows, int64_t d_ff, cudaStream_t stream) {
   const int64_t n = n_rows * d_ff;
   if (n == 0) return;
   if (d_ff % 4 == 0 && reinterpret_cast<uintptr_t>(gate_up) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
-    swiglu4_kernel<<<blocks_for(n / 4, kThreads), kThreads, 0, stream>>>(gate_up, out, n / 4, d_ff / 4, ahead);
+    swiglu4_kernel<<<blocks_for(n / 4, kThreads), kThreads, 0, stream>>>(gate_up, out, n / 4, d_ff / 4);
   } else {
-    swiglu_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate_up, out, n, d_ff, ahead);
+    swiglu_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate_up, out, n, d_ff);
   }
   LAGSERVE_CUDA_CHECK_LAUNCH();
 }

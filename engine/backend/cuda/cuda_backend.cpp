@@ -76,14 +76,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
       LAGSERVE_CUDA_CHECK(cudaMemsetAsync(gemv_counters_.get(), 0, counters * sizeof(int32_t), stream_.get()));
     }
   }
-  if (const char* penv = std::getenv("LAGSERVE_CUDA_L2_PREFETCH_MB"); penv != nullptr && *penv != '\0') {
-    const std::string v = penv;
-    if (v.size() > 6 || v.find_first_not_of("0123456789") != std::string::npos) {
-      return absl::InvalidArgumentError(
-          "LAGSERVE_CUDA_L2_PREFETCH_MB is a whole number of MiB up to 999999 (0: off), not '" + v + "'");
-    }
-    l2_prefetch_bytes_ = std::stoll(v) << 20;
-  }
   if (opt_.tp_comm != nullptr) {
     // NOTE: the skinny GEMMs' add epilogue would need a store variant for
     // ranks > 0; tensor parallelism serves large models at batch, cuBLAS's case.
@@ -436,12 +428,6 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
 }
 
 }  // namespace cuda_impl
-
-bool set_cuda_l2_prefetch_bytes(Backend& backend, int64_t bytes) {
-  auto* be = dynamic_cast<cuda_impl::CudaBackend*>(&backend);
-  if (be != nullptr && bytes >= 0) be->set_l2_prefetch_bytes(bytes);
-  return be != nullptr && bytes >= 0;
-}
 
 bool cuda_available() {
   int n = 0;

@@ -52,10 +52,4 @@ bool cuda_available();
 absl::StatusOr<std::unique_ptr<Backend>> make_cuda_backend(const model::Model& model,
                                                            const CudaBackendOptions& options);
 
-// Sets how many bytes of each cuBLAS product's weights the kernel before it
-// asks the L2 for (LAGSERVE_CUDA_L2_PREFETCH_MB sets it at start; docs/cuda.md),
-// for benchmarks that compare settings on one backend. False when backend is
-// not a make_cuda_backend backend or bytes < 0.
-bool set_cuda_l2_prefetch_bytes(Backend& backend, int64_t bytes);
-
 }  // namespace lagserve::backend

@@ -91,10 +91,6 @@ class CudaBackend final : public Backend {
   int32_t n_blocks() const override { return n_blocks_; }
   absl::StatusOr<StepOutput> step(const StepBatch& batch) override;
   bool samples_on_device() const override { return true; }
-  void set_l2_prefetch_bytes(int64_t bytes) {
-    l2_prefetch_bytes_ = bytes;
-    graphs_.clear();  // they hold the old kernel arguments
-  }
 
  private:
   // True when a buffer had to grow.
@@ -149,10 +145,6 @@ class CudaBackend final : public Backend {
     return {gemv_ws_.get(), static_cast<int64_t>(gemv_ws_.size()), gemv_counters_.get(),
             static_cast<int64_t>(gemv_counters_.size())};
   }
-  // Bytes of each cuBLAS product's weights that the kernel before it asks
-  // the L2 for (kernels/cuda/l2_prefetch.h), in steps whose rows all take
-  // cuBLAS; 0 (none) until measured. LAGSERVE_CUDA_L2_PREFETCH_MB sets it.
-  int64_t l2_prefetch_bytes_ = 0;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 

@@ -50,12 +50,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   // fused; rows G..T-1 (chunks) take RMSNorm, cuBLAS, RoPE and SwiGLU apart.
   const int64_t G = a.n_gemv, C = T - G;
   const kc::GemvScratch scratch = gemv_scratch();
-  // The kernel before each cuBLAS product asks the L2 for that product's
-  // weights (or the first bytes of each row) when every row takes cuBLAS.
-  const int64_t l2_budget = G == 0 ? l2_prefetch_bytes_ : 0;
-  auto ahead = [&](const bf16* w, int64_t N, int64_t K) {
-    return kc::l2_prefetch_rows(w, N, K * static_cast<int64_t>(sizeof(bf16)), l2_budget);
-  };
   auto gemv = [&](const bf16* w, int64_t N, int64_t K, const kc::GemvInput& in, const kc::GemvOutput& out,
                   int64_t rows) {
     if (gemv_ == GemvKind::kStream) {
@@ -102,8 +96,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.wqkv.get(), qkv_dim, d, normed(P.attn_norm.get()), out, G);
     }
     if (C > 0) {
-      kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st,
-                  ahead(P.wqkv.get(), qkv_dim, d));
+      kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
       kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
       kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
                          dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
@@ -128,7 +121,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
           dmeta + o_items + static_cast<int64_t>(l) * n_decode * item_ints);
       kc::decode_attention(kv, dtables, items, n_decode, dplan, qkv_.get(), qkv_dim, attn_.get(),
                            q_dim, cfg_.n_heads, scale, a.masked_items ? selected_.get() : nullptr,
-                           decode_ws_.get(), st, ahead(P.wo.get(), d, q_dim));
+                           decode_ws_.get(), st);
     }
     // 3. Longer chunks: the tensor-core prefill kernel, one launch per sequence.
     for (int32_t si = 0; si < n_seqs; ++si) {
@@ -171,10 +164,9 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
                        add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
-      kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st,
-                  ahead(P.w_gate_up.get(), 2 * ff, d));
+      kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
       kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
-      kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st, ahead(P.w_down.get(), d, ff));
+      kc::swiglu(gate_up_.get(), act_.get() + G * ff, C, ff, st);
       kc::gemm_bf16_nt(blas_.get(), act_.get() + G * ff, P.w_down.get(), x_.get() + G * d, C, d, ff,
                        add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
@@ -185,8 +177,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   if (!add_residual) return;  // logits are rank 0's
   const bf16* head = output_.size() > 0 ? output_.get() : tok_embd_.get();
   if (n_rows > G) {
-    kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st,
-                ahead(head, cfg_.vocab_size, d));
+    kc::rmsnorm(x_.get(), dmeta + o_rows, out_norm_.get(), h_.get(), n_rows, d, cfg_.rms_eps, st);
     kc::gemm_bf16_nt(blas_.get(), h_.get(), head, logits_.get(), n_rows, cfg_.vocab_size, d, false);
   }
   if (G > 0) {

@@ -93,7 +93,6 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
   // own): queries A, B, A, B back to back through one workspace give each
   // the bits of its launch alone. A partial kernel that wrote the workspace
   // before its pdl_wait would hand the merge before it B's partials for A.
-  // The last two ask the L2 for the key cache after them (a hint: same bits).
   {
     std::vector<float> q2(q.size());
     for (float& x : q2) x = nd(rng);
@@ -109,13 +108,9 @@ TEST_P(DecodeAttention, MatchesCpuReference) {
     outs.poison();
     ws.poison();
     LAGSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // st does not wait for the legacy stream
-    const L2Prefetch ahead = l2_prefetch_rows(gk.get(), 1, static_cast<int64_t>(gk.size() * sizeof(bf16)),
-                                              int64_t{1} << 30);
-    ASSERT_NE(ahead.base, nullptr);
     for (int r = 0; r < 4; ++r) {
       decode_attention(kv, gtables.get(), gitems.get(), n_items, plan, r % 2 ? gq2.get() : gq.get(),
-                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(), st,
-                       r >= 2 ? ahead : L2Prefetch{});
+                       q_dim, outs.get() + r * n_out, q_dim, c.n_heads, scale, nullptr, ws.get(), st);
     }
     LAGSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
     const std::vector<float> all = lagserve::testing::to_float(outs.download());

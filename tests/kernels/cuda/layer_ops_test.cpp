@@ -1,9 +1,7 @@
 // The GPU's per-layer ops against their CPU kernels on the same values:
 // embedding, RMSNorm (with a row gather), bias + RoPE + cache write, SwiGLU,
-// and the cuBLAS GEMM; the L2 prefetch that RMSNorm and SwiGLU may carry.
-// Outputs are poisoned with NaN before each run.
+// and the cuBLAS GEMM. Outputs are poisoned with NaN before each run.
 #include <cmath>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -17,7 +15,6 @@
 #include "kernels/cpu/swiglu.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
-#include "kernels/cuda/l2_prefetch.h"
 #include "kernels/cuda/rmsnorm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/swiglu.h"
@@ -148,63 +145,6 @@ TEST(LayerOps, SwiGlu) {
     gout.poison();
     cuda::swiglu(ggu.get(), gout.get(), rows, ff, nullptr);
     EXPECT_LT(max_rel_err(to_float(gout.download()), ref), 1e-2) << "ff " << ff;
-  }
-}
-
-TEST(LayerOps, L2PrefetchPlan) {
-  alignas(16) static char matrix[16];
-  const void* w = matrix;
-  // Fits: the whole matrix.
-  L2Prefetch p = l2_prefetch_rows(w, 2048, 3072, 8 << 20);
-  EXPECT_EQ(p.base, w);
-  EXPECT_EQ(p.rows, 2048);
-  EXPECT_EQ(p.row_bytes, 3072);
-  EXPECT_EQ(p.prefix_bytes, 3072);
-  // Too big: the same whole lines of every row (8 MiB / 17,920 rows = 468 bytes -> 384).
-  p = l2_prefetch_rows(w, 17920, 3072, 8 << 20);
-  EXPECT_EQ(p.prefix_bytes, 384);
-  EXPECT_LE(p.rows * p.prefix_bytes, 8 << 20);
-  // Not one line a row, no budget, misaligned: nothing.
-  EXPECT_EQ(l2_prefetch_rows(w, 151936, 3072, 16 << 20).base, nullptr);
-  EXPECT_EQ(l2_prefetch_rows(w, 2048, 3072, 0).base, nullptr);
-  EXPECT_EQ(l2_prefetch_rows(matrix + 8, 2048, 3072, 8 << 20).base, nullptr);
-  EXPECT_EQ(l2_prefetch_rows(w, 2048, 3000, 8 << 20).base, nullptr);
-}
-
-// The prefetch is a hint: RMSNorm and SwiGLU give the same bits with one (a
-// whole matrix, or the first bytes of each row) as without.
-TEST(LayerOps, L2PrefetchLeavesTheBits) {
-  LAGSERVE_REQUIRE_GPU();
-  std::mt19937 rng(9);
-  const int rows = 32, dim = 1536, ff = 8960;
-  const std::vector<float> x = random_vec(rows * dim, rng, 3.f), w = random_vec(dim, rng);
-  const std::vector<float> gu = random_vec(rows * 2 * ff, rng, 4.f);
-  DeviceArray<float> gx(x), gw(w), ggu(gu);
-  // A weight matrix of 2 * ff rows of dim bf16 (55 MB, more than an L2).
-  DeviceArray<bf16> weights(static_cast<size_t>(2 * ff) * dim);
-  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(bf16));
-  const L2Prefetch plans[] = {l2_prefetch_rows(weights.get(), 2 * ff, row_bytes, 64 << 20),
-                              l2_prefetch_rows(weights.get(), 2 * ff, row_bytes, 16 << 20)};
-  ASSERT_EQ(plans[0].prefix_bytes, row_bytes);
-  ASSERT_LT(plans[1].prefix_bytes, row_bytes);
-  DeviceArray<bf16> norm0(x.size()), act0(rows * ff);
-  norm0.poison();
-  act0.poison();
-  cuda::rmsnorm(gx.get(), nullptr, gw.get(), norm0.get(), rows, dim, 1e-5f, nullptr);
-  cuda::swiglu(ggu.get(), act0.get(), rows, ff, nullptr);
-  const std::vector<bf16> want_norm = norm0.download(), want_act = act0.download();
-  for (const L2Prefetch& plan : plans) {
-    DeviceArray<bf16> norm(x.size()), act(rows * ff);
-    norm.poison();
-    act.poison();
-    cuda::rmsnorm(gx.get(), nullptr, gw.get(), norm.get(), rows, dim, 1e-5f, nullptr, plan);
-    cuda::swiglu(ggu.get(), act.get(), rows, ff, nullptr, plan);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<bf16> got_norm = norm.download(), got_act = act.download();
-    ASSERT_EQ(std::memcmp(got_norm.data(), want_norm.data(), got_norm.size() * sizeof(bf16)), 0)
-        << "prefix " << plan.prefix_bytes;
-    ASSERT_EQ(std::memcmp(got_act.data(), want_act.data(), got_act.size() * sizeof(bf16)), 0)
-        << "prefix " << plan.prefix_bytes;
   }
 }
 
