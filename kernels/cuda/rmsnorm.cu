@@ -4,7 +4,6 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/pdl.h"
 
 namespace lagserve::kernels::cuda {
 namespace {
@@ -33,7 +32,6 @@ __device__ float block_sum(float v) {
 template <int kPer>
 __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
                                    int32_t n4, float eps) {
-  pdl_release();  // the GEMM after it may stage its weights meanwhile (kernels/cuda/gemm_small.h)
   const int64_t r = blockIdx.x;
   const float4* xr = reinterpret_cast<const float4*>(x + (rows != nullptr ? rows[r] : r) * 4LL * n4);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
@@ -64,7 +62,6 @@ __global__ void rmsnorm_vec_kernel(const float* x, const int32_t* rows, const fl
 // Any width: two passes over the row.
 __global__ void rmsnorm_kernel(const float* x, const int32_t* rows, const float* weight, bf16* y,
                                int64_t dim, float eps) {
-  pdl_release();  // the GEMM after it may stage its weights meanwhile (kernels/cuda/gemm_small.h)
   const int64_t r = blockIdx.x;
   const float* xr = x + (rows != nullptr ? rows[r] : r) * dim;
   float ss = 0.f;

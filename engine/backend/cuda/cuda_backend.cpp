@@ -19,7 +19,6 @@
 #include "engine/backend/cuda/cuda_backend_impl.h"
 #include "engine/backend/cuda/tp_comm.h"
 #include "engine/common/check.h"
-#include "kernels/cuda/gemm_small.h"
 #include "kernels/cuda/kv_compact.h"
 
 namespace lagserve::backend {
@@ -83,10 +82,6 @@ absl::Status CudaBackend::init(const model::Model& model) {
     gemv_ = GemvKind::kOff;
     use_graphs_ = use_graphs_ && opt_.tp_comm->graph_capturable();
   }
-  const char* senv = std::getenv("LAGSERVE_CUDA_SMALL_GEMM");
-  small_gemm_ = opt_.tp_comm == nullptr && !(senv != nullptr && std::string(senv) == "0") &&
-                kc::gemm_small_supports(cfg_.q_dim() + 2 * cfg_.kv_dim(), cfg_.d_model) &&
-                kc::gemm_small_supports(cfg_.d_model, cfg_.q_dim());
   blas_workspace_.reserve(kBlasWorkspace);
   LAGSERVE_CUBLAS_CHECK(cublasSetWorkspace(blas_.get(), blas_workspace_.get(), kBlasWorkspace));
   const auto& w = model.weights;

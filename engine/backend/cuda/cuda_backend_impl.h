@@ -145,11 +145,6 @@ class CudaBackend final : public Backend {
     return {gemv_ws_.get(), static_cast<int64_t>(gemv_ws_.size()), gemv_counters_.get(),
             static_cast<int64_t>(gemv_counters_.size())};
   }
-  // The attention's qkv and output projections of at most 32 cuBLAS rows
-  // through kernels/cuda/gemm_small.h (weights staged while the kernel before
-  // runs), where the shapes fit; not with tensor parallelism.
-  // LAGSERVE_CUDA_SMALL_GEMM=0 turns it off.
-  bool small_gemm_ = false;
   std::map<std::pair<int32_t, int32_t>, std::unique_ptr<cuda::GraphExec>> graphs_;  // (batch, bucket)
 };
 

@@ -8,7 +8,6 @@
 #include "engine/backend/cuda/tp_comm.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
-#include "kernels/cuda/gemm_small.h"
 #include "kernels/cuda/kv_compact.h"
 #include "kernels/cuda/lag_score.h"
 #include "kernels/cuda/lag_select.h"
@@ -79,15 +78,6 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
   // every rank.
   cuda::TpComm* tp = opt_.tp_comm;
   const bool add_residual = tp == nullptr || tp->rank() == 0;
-  // The chunk rows' qkv and output projections: the small-row kernel when it
-  // serves them, cuBLAS otherwise.
-  auto attn_gemm = [&](const bf16* x, const bf16* w, float* y, int64_t N, int64_t K, bool accumulate) {
-    if (small_gemm_ && C <= kc::kGemmSmallMaxRows) {
-      kc::gemm_small_bf16(x, w, y, C, N, K, accumulate, st);
-    } else {
-      kc::gemm_bf16_nt(blas_.get(), x, w, y, C, N, K, accumulate);
-    }
-  };
   kc::embedding(tok_embd_.get(), dmeta + o_tokens, x_.get(), T, d, st);
   for (int32_t l = 0; l < n_layers; ++l) {
     const LayerParams& P = layers_[l];
@@ -107,7 +97,7 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
     }
     if (C > 0) {
       kc::rmsnorm(x_.get() + G * d, nullptr, P.attn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
-      attn_gemm(h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, qkv_dim, d, false);
+      kc::gemm_bf16_nt(blas_.get(), h_.get(), P.wqkv.get(), qkv_.get() + G * qkv_dim, C, qkv_dim, d, false);
       kc::qkv_rope_write(qkv_.get() + G * qkv_dim, bqkv, dmeta + o_pos + G, inv_freq_.get(),
                          dmeta + o_slots + l * T + G, kv, C, cfg_.n_heads, st);
     }
@@ -171,7 +161,8 @@ void CudaBackend::launch_stack(const StepBatch& batch, const std::vector<SeqPlan
       gemv(P.w_down.get(), d, ff, act, add_to_x(), G);
     }
     if (C > 0) {
-      attn_gemm(attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, d, q_dim, add_residual);
+      kc::gemm_bf16_nt(blas_.get(), attn_.get() + G * q_dim, P.wo.get(), x_.get() + G * d, C, d, q_dim,
+                       add_residual);
       if (tp != nullptr) tp->all_reduce_sum(x_.get(), T * d, st);
       kc::rmsnorm(x_.get() + G * d, nullptr, P.ffn_norm.get(), h_.get(), C, d, cfg_.rms_eps, st);
       kc::gemm_bf16_nt(blas_.get(), h_.get(), P.w_gate_up.get(), gate_up_.get(), C, 2 * ff, d, false);
