@@ -33,5 +33,7 @@ echo "$PWD" > "$stage/SOURCE_DIR"
 git rev-parse --short HEAD > "$stage/COMMIT"
 mkdir -p .device-prebuilt
 XZ_OPT=-T2 tar -C "$stage" -cJf .device-prebuilt/pb.tar.xz .
-grep -qx '/.device-prebuilt/' .git/info/exclude 2>/dev/null || echo '/.device-prebuilt/' >> .git/info/exclude
+for d in /.device-prebuilt/ /.device-base/; do  # the second: ab_decode.sh's anchor
+  grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
+done
 ls -la .device-prebuilt/pb.tar.xz
