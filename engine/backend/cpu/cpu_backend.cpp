@@ -252,15 +252,31 @@ void CpuBackend::attend_sequence(int32_t layer, int32_t seq_index, const Sequenc
   const int32_t S = P.sink, L = P.lag, K = P.keep, before = s.compressed_before;
   const int32_t region = S + before * K;  // cache index of partition `before`
   std::vector<uint8_t> selected(static_cast<size_t>(cfg_.n_kv_heads) * n_due * L, 0);
-  std::vector<std::vector<int32_t>> kept(static_cast<size_t>(cfg_.n_kv_heads) * n_due);
+  std::vector<std::vector<int32_t>> own(static_cast<size_t>(cfg_.n_kv_heads) * n_due);
+  std::vector<std::vector<int32_t>> kept(own.size());
   std::vector<float> scores(L);
   for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
     for (int32_t r = 0; r < n_due; ++r) {
       const int32_t cur = region + r * L;
+      const size_t i = static_cast<size_t>(h) * n_due + r;
       k::lag_score_paged(kv, table, h, cur, cur + L, L, P.score_v_weight, scores.data());
-      std::vector<int32_t> sel = kv::lag_select(scores, K);
-      for (int32_t off : sel) selected[(static_cast<size_t>(h) * n_due + r) * L + off] = 1;
-      kept[static_cast<size_t>(h) * n_due + r] = std::move(sel);
+      own[i] = kv::lag_select(scores, K);
+      kept[i] = own[i];
+      const std::vector<int32_t>* follow =
+          opt_.follow_selections ? opt_.follow_selections(layer, h, before + r) : nullptr;
+      if (follow != nullptr) {
+        const int32_t first = S + (before + r) * L;
+        LAGSERVE_CHECK(static_cast<int32_t>(follow->size()) == K, "layer {} head {} partition {}: "
+                       "{} positions to follow, the policy keeps {}", layer, h, before + r, follow->size(), K);
+        for (size_t j = 0; j < follow->size(); ++j) {
+          const int32_t off = (*follow)[j] - first;
+          LAGSERVE_CHECK(off >= 0 && off < L && (j == 0 || off > kept[i][j - 1]),
+                         "layer {} head {} partition {}: position {} to follow is not in the partition "
+                         "in ascending order", layer, h, before + r, (*follow)[j]);
+          kept[i][j] = off;
+        }
+      }
+      for (int32_t off : kept[i]) selected[i * L + off] = 1;
     }
   }
   // Query i hides the unselected keys of partitions up to c(t) - 2.
@@ -289,7 +305,7 @@ void CpuBackend::attend_sequence(int32_t layer, int32_t seq_index, const Sequenc
     for (int32_t h = 0; h < cfg_.n_kv_heads; ++h) {
       for (int32_t r = 0; r < n_due; ++r) {
         EvictionRecord e{seq_index, layer, h, before + r, {}};
-        for (int32_t off : kept[static_cast<size_t>(h) * n_due + r]) {
+        for (int32_t off : own[static_cast<size_t>(h) * n_due + r]) {
           e.kept_positions.push_back(S + (before + r) * L + off);
         }
         out.evictions.push_back(std::move(e));

@@ -2,7 +2,9 @@
 // over a paged KV cache.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "engine/backend/backend.h"
 #include "engine/model/model.h"
@@ -19,6 +21,15 @@ struct CpuBackendOptions {
   // computes what the GPU computes, up to fp32 summation order and the
   // transcendental functions: the reference the CUDA tests compare against.
   bool bf16_rounding = false;
+  // Tests, runs of one sequence: where this returns positions for a due
+  // partition (layer, KV head, partition), the compaction keeps them (the
+  // absolute positions an EvictionRecord reports) instead of the backend's
+  // own top-K, while the trace still reports the backend's own. A reference
+  // follows the selections of the backend under test as teacher forcing
+  // makes it follow its tokens, so that one near-tie of the top-K does not
+  // leave the two caches holding different tokens for the rest of the run.
+  std::function<const std::vector<int32_t>*(int32_t layer, int32_t kv_head, int32_t partition)>
+      follow_selections;
 };
 
 // The model must outlive the backend.

@@ -54,7 +54,12 @@ TEST(CpuBf16Rounding, ChangesLogitsByBf16RoundingAlone) {
 // plain fp32, both on the CPU: what bf16 alone costs in top-1 and kept-slot
 // agreement, the floor under the GPU's figures against fp32 (docs/cuda.md).
 // Held to the bars of the GPU against fp32: 99% top-1 with the policy off;
-// 97% top-1 and kept slots with it on.
+// 97% top-1 and kept slots with it on, each run making its own selections.
+// With the fp32 run following the bf16 run's selections (as the GPU's
+// reference follows the GPU's), a near-tie of the top-K flips one selection,
+// not the rest of the run: 99% of kept slots, and top-1 near the policy-off
+// figure (on 2026-12-08: 98.95% following, 98.10% not, 99.00% policy off;
+// bf16 against fp32 costs about a point of top-1 with or without a policy).
 class Bf16AgainstFp32 : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Bf16AgainstFp32, DefaultModelAgreesAsTheGpuIsAskedTo) {
@@ -72,6 +77,13 @@ TEST_P(Bf16AgainstFp32, DefaultModelAgreesAsTheGpuIsAskedTo) {
       bf16, fp32, *policy, std::string("policy ") + GetParam() + ", chunks of 160, CPU bf16 vs CPU fp32");
   EXPECT_GE(a.top1, policy->enabled ? 0.97 : 0.99);
   EXPECT_GE(a.slots, 0.97);
+  if (!policy->enabled) return;
+  const ForwardRun following = engine_forward(**m, ids, *policy, 160, 16, 300, false, &bf16.kept);
+  const testing_util::Agreement f = testing_util::agreement(
+      bf16, following, *policy,
+      std::string("policy ") + GetParam() + ", chunks of 160, CPU bf16 vs CPU fp32 following its selections");
+  EXPECT_GE(f.top1, 0.985);
+  EXPECT_GE(f.slots, 0.99);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, Bf16AgainstFp32,

@@ -70,12 +70,23 @@ inline ForwardRun engine_forward(backend::Backend& be, const std::vector<int32_t
 }
 
 // The same on a CPU backend (all cores) with a poisoned cache large enough for
-// `ids`; bf16_rounding: rounding where the CUDA backend keeps bf16 (CpuBackendOptions).
+// `ids`; bf16_rounding: rounding where the CUDA backend keeps bf16; follow:
+// another run's selections, kept instead of the backend's own, which `kept`
+// still records (CpuBackendOptions).
 inline ForwardRun engine_forward(const model::Model& m, const std::vector<int32_t>& ids,
                                  const kv::LagPolicy& P, int chunk, int block_size,
-                                 int decode_tail = 0, bool bf16_rounding = false) {
+                                 int decode_tail = 0, bool bf16_rounding = false,
+                                 const Selections* follow = nullptr) {
   backend::CpuBackendOptions opt;
   opt.bf16_rounding = bf16_rounding;
+  if (follow != nullptr) {
+    opt.follow_selections = [follow](int32_t layer, int32_t head, int32_t p) -> const std::vector<int32_t>* {
+      auto it = follow->find({layer, head, p});
+      EXPECT_NE(it, follow->end()) << "no selection to follow for layer " << layer << " head " << head
+                                   << " partition " << p;
+      return it == follow->end() ? nullptr : &it->second;
+    };
+  }
   opt.n_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   opt.block_size = block_size;
   // Twice the tokens: a policy with skip_layers holds a full and a compressed group.

@@ -5,6 +5,7 @@
 // own K/V) and the CPU backend fed in chunks, compacting its paged cache as it
 // goes, give the same logits at every position (relative error < 1e-4) and
 // the same selected positions.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -31,9 +32,11 @@ using testing_util::engine_forward;
 using testing_util::ForwardRun;
 using testing_util::rel_err;
 
-// Dense forward over all T tokens with the visibility mask.
+// Dense forward over all T tokens with the visibility mask; with `follow`,
+// each partition's mask keeps those positions instead of its own selection,
+// which `kept` still records.
 ForwardRun reference_forward(const model::Model& m, const std::vector<int32_t>& ids,
-                      const kv::LagPolicy& P) {
+                             const kv::LagPolicy& P, const testing_util::Selections* follow = nullptr) {
   const auto& c = m.config;
   const auto& w = m.weights;
   const int T = static_cast<int>(ids.size()), d = c.d_model, hd = c.head_dim;
@@ -67,10 +70,8 @@ ForwardRun reference_forward(const model::Model& m, const std::vector<int32_t>& 
           auto scores = kv::lag_scores(kb + cur * qkvd, kb + ref * qkvd, vb + cur * qkvd,
                                        vb + ref * qkvd, P.lag, hd, qkvd, P.score_v_weight);
           std::vector<int32_t> kept;
-          for (int32_t off : kv::lag_select(scores, P.keep)) {
-            selected[kh][cur + off] = 1;
-            kept.push_back(cur + off);
-          }
+          for (int32_t off : kv::lag_select(scores, P.keep)) kept.push_back(cur + off);
+          for (int32_t pos : follow != nullptr ? follow->at({l, kh, p}) : kept) selected[kh][pos] = 1;
           run.kept[{l, kh, p}] = kept;
         }
       }
@@ -178,6 +179,49 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"tiny-llama", "sink=3,lag=5,keep=5", 40, {1, 9}, 4},  // keep = L: evicts nothing
         Case{"tiny-qwen2", "sink=2,lag=7,keep=1,skip_layers=1", 70, {1, 12}, 3},
         Case{"default", "sink=16,lag=32,ratio=0.25", 200, {1, 37, 200}, 16}));
+
+// CpuBackendOptions::follow_selections, with which a reference follows the
+// GPU's selections (tests/engine/cuda/cuda_backend_test.cpp): the engine told
+// to keep K random positions of each partition gives the logits of the masked
+// full forward with those positions kept, and reports the selections its own
+// scores make, which are the full forward's own on the same keys.
+TEST(LagConformanceFollow, KeepsTheGivenPositionsAndReportsItsOwn) {
+  auto m = model::load_model(testing_util::conformance_model_path("tiny-qwen2"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto P = kv::LagPolicy::parse("sink=2,lag=8,keep=3");
+  ASSERT_TRUE(P.ok()) << P.status();
+  const std::vector<int32_t> ids = testing_util::conformance_ids(75, (*m)->config.vocab_size);
+  const ForwardRun own = reference_forward(**m, ids, *P);
+  std::mt19937 rng(7);
+  testing_util::Selections given;
+  int differ = 0;
+  for (const auto& [key, kept] : own.kept) {
+    const int32_t first = P->sink + std::get<2>(key) * P->lag;
+    std::vector<int32_t> offs(P->lag);
+    for (int32_t i = 0; i < P->lag; ++i) offs[i] = i;
+    std::shuffle(offs.begin(), offs.end(), rng);
+    offs.resize(P->keep);
+    std::sort(offs.begin(), offs.end());
+    for (int32_t& o : offs) o += first;
+    differ += offs != kept;
+    given[key] = offs;
+  }
+  ASSERT_GT(differ, static_cast<int>(own.kept.size()) / 2) << "the given selections must differ from the own";
+  const ForwardRun ref = reference_forward(**m, ids, *P, &given);
+  double moved = 0;
+  for (size_t t = 0; t < ref.logits.size(); ++t) moved = std::max(moved, rel_err(ref.logits[t], own.logits[t]));
+  ASSERT_GT(moved, 1e-3) << "the given selections must change the logits";
+  for (int chunk : {1, 11, 75}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    const ForwardRun got = engine_forward(**m, ids, *P, chunk, 4, 0, false, &given);
+    ASSERT_EQ(got.logits.size(), ref.logits.size());
+    for (size_t t = 0; t < ref.logits.size(); ++t) {
+      EXPECT_LT(rel_err(got.logits[t], ref.logits[t]), 1e-4) << "position " << t;
+    }
+    EXPECT_EQ(got.kept, ref.kept);
+    EXPECT_NE(got.kept, given);
+  }
+}
 
 // Random policies, lengths and chunk sizes on the tiny Llama: the engine's
 // logits, kept positions and cache lengths (checked after every step in
