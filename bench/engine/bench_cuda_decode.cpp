@@ -11,7 +11,9 @@
 // must read (bf16 weights + every sequence's cached K/V) over the step time as
 // a share of --hbm-tbs, the mean time of the steps with a compaction against
 // those without (the amortised cost of LagKV), and the cache's capacity in
-// sequences of context + steps tokens. --tensor-parallel-size N shards the
+// sequences of context + steps tokens; and where a decode step's wall time
+// goes on the host (CudaStepTimes: the GPU idles at least through the
+// planning). --tensor-parallel-size N shards the
 // model over GPUs 0..N-1 (the roofline is then N GPUs').
 #include <algorithm>
 #include <chrono>
@@ -77,6 +79,8 @@ int main(int argc, char** argv) {
   opt.gpu_memory_utilization = util;
   opt.max_batched_tokens = std::max(chunk, batch);
   opt.max_seqs = batch;
+  backend::CudaStepTimes host;  // the decode steps' host times (rank 0's with tensor parallelism)
+  opt.step_times = &host;
   backend::TensorParallelOptions tp;
   tp.size = tp_size;
   auto be = tp_size == 0 ? backend::make_cuda_backend(**model, opt)
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
     greedy.temperature = 0.f;
     // Profilers started with profiling off (ncu --profile-from-start off) see the decode steps only.
     LAGSERVE_CUDA_CHECK(cudaProfilerStart());
+    host = {};
     for (int s = 0; s < steps; ++s) {
       backend::StepBatch sb;
       bool compacts = false;
@@ -191,6 +196,10 @@ int main(int argc, char** argv) {
                 r.policy.c_str(), r.prefill_tok_s, r.step_ms, r.tok_s, r.roofline_pct, bytes_per_step / 1e9,
                 n_compact, r.compact_step_ms, n_plain, r.plain_step_ms, blocks_one, r.capacity,
                 context + steps);
+    const double us = 1e6 / std::max<int64_t>(host.steps, 1);
+    std::printf("policy %s: host time a decode step: plan and upload %.1f us, launch %.1f us, wait for the GPU "
+                "%.1f us, results %.1f us\n",
+                r.policy.c_str(), host.plan_s * us, host.launch_s * us, host.wait_s * us, host.after_s * us);
     std::fflush(stdout);
     for (auto& s : seqs) s.release(pool);
     results.push_back(r);

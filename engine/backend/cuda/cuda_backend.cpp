@@ -5,6 +5,7 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -136,6 +137,8 @@ absl::Status CudaBackend::init(const model::Model& model) {
 absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   const int32_t n_layers = cfg_.n_layers, bs = opt_.block_size, n_seqs = static_cast<int32_t>(batch.seqs.size());
   cudaStream_t st = stream_.get();
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t_start = Clock::now();
 
   // --- Plan the step on the host: rows, tables, due partitions. ---
   int64_t T = 0, n_rows = 0;
@@ -351,6 +354,7 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
   grew |= compact_scratch_.reserve(std::max<int64_t>(scratch_elems, 1));
   if (grew) graphs_.clear();  // they hold the old addresses
 
+  const Clock::time_point t_launch = Clock::now();
   if (!graph_step) {
     launch_stack(batch, plans, a);
   } else {
@@ -392,7 +396,9 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     LAGSERVE_CUDA_CHECK(cudaMemcpyAsync(selected_host_.get(), selected_.get(), selected_bytes,
                                         cudaMemcpyDeviceToHost, st));
   }
+  const Clock::time_point t_wait = Clock::now();
   stream_.synchronize();
+  const Clock::time_point t_after = Clock::now();
 
   if (need_logits) out.logits.assign(logits_host_.get(), logits_host_.get() + n_logits);
   if (sampling) {
@@ -423,6 +429,13 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
         }
       }
     }
+  }
+  if (CudaStepTimes* t = opt_.step_times) {
+    const auto sec = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double>(b - a).count();
+    };
+    t->plan_s += sec(t_start, t_launch), t->launch_s += sec(t_launch, t_wait);
+    t->wait_s += sec(t_wait, t_after), t->after_s += sec(t_after, Clock::now()), ++t->steps;
   }
   return out;
 }

@@ -15,6 +15,15 @@ namespace cuda {
 class TpComm;
 }
 
+// Where a step's wall time goes on the host, summed over steps: planning and
+// enqueuing the metadata upload, launching the stack (a graph replay or each
+// kernel) and the sampling, waiting for the GPU, and reading results back.
+// The GPU idles at least through `plan` (bench_cuda_decode prints them).
+struct CudaStepTimes {
+  double plan_s = 0, launch_s = 0, wait_s = 0, after_s = 0;
+  int64_t steps = 0;
+};
+
 struct CudaBackendOptions {
   int device = 0;
   int32_t block_size = 16;
@@ -34,6 +43,9 @@ struct CudaBackendOptions {
   // ranks; rank 0 alone computes logits. The skinny GEMMs are off, and CUDA
   // graphs too unless the comm can be captured. Must outlive the backend.
   cuda::TpComm* tp_comm = nullptr;
+  // Set: each successful step adds its host times here (one backend per
+  // struct; it must outlive the backend).
+  CudaStepTimes* step_times = nullptr;
 };
 
 // Bytes of K and V cache one token takes across all layers in bf16.

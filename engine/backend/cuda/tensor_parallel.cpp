@@ -95,6 +95,7 @@ class TensorParallelBackend final : public Backend {
       CudaBackendOptions opt = options;
       opt.device = devices_[r];
       opt.tp_comm = comms_[r].get();
+      if (r != 0) opt.step_times = nullptr;  // rank 0's, whose waits hold the all-reduces
       auto be = make_cuda_backend(**shard, opt);
       if (!be.ok()) {
         status[r] = absl::Status(be.status().code(),

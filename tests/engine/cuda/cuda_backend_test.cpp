@@ -7,6 +7,7 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -303,6 +304,36 @@ TEST(CudaBackend, GreedyBatchTakesTheArgmax) {
   auto gpu = cuda_backend(**m, 64);
   ASSERT_NE(gpu, nullptr);
   EXPECT_EQ(testing_util::expect_greedy_takes_argmax(*gpu, 5, 12), 60);
+}
+
+// CudaBackendOptions::step_times (bench_cuda_decode's host times): every
+// successful step counted once, each part of it timed, their sum within the
+// steps' wall time; a rejected step adds nothing.
+TEST(CudaBackend, StepTimesCountEachStepOnce) {
+  REQUIRE_GPU();
+  auto m = model::load_model(std::string(LAGSERVE_SOURCE_DIR) + "/tests/golden/models/tiny-qwen2");
+  ASSERT_TRUE(m.ok()) << m.status();
+  backend::CudaStepTimes times;
+  backend::CudaBackendOptions opt;
+  opt.kv_cache_bytes = 64 << 20;
+  opt.step_times = &times;
+  auto gpu = backend::make_cuda_backend(**m, opt);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(testing_util::expect_greedy_takes_argmax(**gpu, 3, 7), 21);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(times.steps, 7);
+  for (double part : {times.plan_s, times.launch_s, times.wait_s, times.after_s}) EXPECT_GT(part, 0);
+  EXPECT_LE(times.plan_s + times.launch_s + times.wait_s + times.after_s, wall);
+  kv::BlockPool pool((*gpu)->n_blocks());
+  kv::SequenceCache c(kv::LagPolicy{}, (*m)->config.n_layers, 16);
+  ASSERT_TRUE(c.reserve(pool, 1).ok());
+  const std::vector<int32_t> bad = {(*m)->config.vocab_size};
+  backend::StepBatch b;
+  b.seqs.push_back(backend::SequenceStep::from_cache(c, bad));
+  EXPECT_FALSE((*gpu)->step(b).ok());
+  EXPECT_EQ(times.steps, 7);
+  c.release(pool);
 }
 
 TEST(CudaBackend, RejectsTokensOutsideTheVocabulary) {
