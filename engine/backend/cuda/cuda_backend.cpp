@@ -431,11 +431,12 @@ absl::StatusOr<StepOutput> CudaBackend::step(const StepBatch& batch) {
     }
   }
   if (CudaStepTimes* t = opt_.step_times) {
-    const auto sec = [](Clock::time_point a, Clock::time_point b) {
-      return std::chrono::duration<double>(b - a).count();
-    };
-    t->plan_s += sec(t_start, t_launch), t->launch_s += sec(t_launch, t_wait);
-    t->wait_s += sec(t_wait, t_after), t->after_s += sec(t_after, Clock::now()), ++t->steps;
+    using Sec = std::chrono::duration<double>;
+    t->plan_s += Sec(t_launch - t_start).count();
+    t->launch_s += Sec(t_wait - t_launch).count();
+    t->wait_s += Sec(t_after - t_wait).count();
+    t->after_s += Sec(Clock::now() - t_after).count();
+    ++t->steps;
   }
   return out;
 }
