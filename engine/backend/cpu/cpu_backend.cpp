@@ -261,19 +261,19 @@ void CpuBackend::attend_sequence(int32_t layer, int32_t seq_index, const Sequenc
       const size_t i = static_cast<size_t>(h) * n_due + r;
       k::lag_score_paged(kv, table, h, cur, cur + L, L, P.score_v_weight, scores.data());
       own[i] = kv::lag_select(scores, K);
-      kept[i] = own[i];
       const std::vector<int32_t>* follow =
           opt_.follow_selections ? opt_.follow_selections(layer, h, before + r) : nullptr;
-      if (follow != nullptr) {
-        const int32_t first = S + (before + r) * L;
+      if (follow == nullptr) {
+        kept[i] = own[i];
+      } else {
         LAGSERVE_CHECK(static_cast<int32_t>(follow->size()) == K, "layer {} head {} partition {}: "
                        "{} positions to follow, the policy keeps {}", layer, h, before + r, follow->size(), K);
-        for (size_t j = 0; j < follow->size(); ++j) {
-          const int32_t off = (*follow)[j] - first;
-          LAGSERVE_CHECK(off >= 0 && off < L && (j == 0 || off > kept[i][j - 1]),
+        for (int32_t pos : *follow) {
+          const int32_t off = pos - (S + (before + r) * L);
+          LAGSERVE_CHECK(off >= 0 && off < L && (kept[i].empty() || off > kept[i].back()),
                          "layer {} head {} partition {}: position {} to follow is not in the partition "
-                         "in ascending order", layer, h, before + r, (*follow)[j]);
-          kept[i][j] = off;
+                         "in ascending order", layer, h, before + r, pos);
+          kept[i].push_back(off);
         }
       }
       for (int32_t off : kept[i]) selected[i * L + off] = 1;
